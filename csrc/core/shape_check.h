@@ -1,0 +1,26 @@
+// The op's shape rules, written once for the TF glue and the pybind11 module. Each check
+// returns an empty string when the shapes are valid, else a message naming the argument.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace gategru {
+
+using Shape = std::vector<int64_t>;
+
+std::string shape_str(const Shape& s);
+
+struct SequenceDims {
+  int64_t batch = 0, time = 0, units = 0;
+};
+
+// xw (B,T,3H), h0 (B,H), recurrent_kernel (H,3H), recurrent_bias (3H), mask (B,T) or absent.
+std::string check_forward_shapes(const Shape& xw, const Shape& h0, const Shape& recurrent_kernel,
+                                 const Shape& recurrent_bias, const Shape* mask,
+                                 SequenceDims* dims);
+
+// Every named tensor must have exactly the expected shape.
+std::string check_same_shape(const char* name, const Shape& actual, const Shape& expected);
+
+}  // namespace gategru

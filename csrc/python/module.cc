@@ -1,0 +1,194 @@
+// pybind11 bindings of the framework-free kernels, over numpy arrays (CPU).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include "../core/gru_cpu.h"
+#include "../core/shape_check.h"
+#include "thread_workers.h"
+
+namespace py = pybind11;
+using gategru::Shape;
+
+namespace {
+
+template <typename T>
+using Array = py::array_t<T, py::array::c_style | py::array::forcecast>;
+using MaskArray = py::array_t<bool, py::array::c_style | py::array::forcecast>;
+
+Shape shape_of(const py::array& a) { return Shape(a.shape(), a.shape() + a.ndim()); }
+
+void require(const std::string& err) {
+  if (!err.empty()) throw py::value_error(err);
+}
+
+template <typename T>
+py::dict forward(Array<T> xw, Array<T> h0, Array<T> u, Array<T> b, std::optional<MaskArray> mask,
+                 bool reset_after, bool with_gates, int threads) {
+  gategru::SequenceDims d;
+  const Shape mshape = mask ? shape_of(*mask) : Shape{};
+  require(gategru::check_forward_shapes(shape_of(xw), shape_of(h0), shape_of(u), shape_of(b),
+                                        mask ? &mshape : nullptr, &d));
+  const std::vector<py::ssize_t> seq{d.batch, d.time, d.units};
+  Array<T> h_seq(seq), h_last(std::vector<py::ssize_t>{d.batch, d.units});
+  py::dict out;
+  gategru::GruForwardParams<T> p;
+  p.batch = d.batch;
+  p.time = d.time;
+  p.units = d.units;
+  p.reset_after = reset_after;
+  p.xw = xw.data();
+  p.h0 = h0.data();
+  p.recurrent_kernel = u.data();
+  p.recurrent_bias = b.data();
+  p.mask = mask ? mask->data() : nullptr;
+  p.h_seq = h_seq.mutable_data();
+  p.h_last = h_last.mutable_data();
+  if (with_gates) {
+    Array<T> z(seq), r(seq), hc(seq);
+    p.update = z.mutable_data();
+    p.reset = r.mutable_data();
+    p.candidate = hc.mutable_data();
+    out["update"] = z;
+    out["reset"] = r;
+    out["candidate"] = hc;
+    if (reset_after) {
+      Array<T> hu(seq);
+      p.hu_candidate = hu.mutable_data();
+      out["hu_candidate"] = hu;
+    }
+  }
+  {
+    py::gil_scoped_release release;
+    gategru::gru_forward_cpu(p, gategru::ThreadWorkers(threads));
+  }
+  out["h_seq"] = h_seq;
+  out["h_last"] = h_last;
+  return out;
+}
+
+template <typename T>
+const T* optional_data(const std::optional<Array<T>>& a, const char* name, const Shape& expected) {
+  if (!a) return nullptr;
+  require(gategru::check_same_shape(name, shape_of(*a), expected));
+  return a->data();
+}
+
+template <typename T>
+py::tuple backward(Array<T> h0, Array<T> u, std::optional<MaskArray> mask, Array<T> h_seq,
+                   Array<T> z, Array<T> r, Array<T> hc, std::optional<Array<T>> hu,
+                   Array<T> d_h_seq, std::optional<Array<T>> d_h_last,
+                   std::optional<Array<T>> d_z, std::optional<Array<T>> d_r,
+                   std::optional<Array<T>> d_hc, bool reset_after, int threads) {
+  const Shape seq_shape = shape_of(h_seq);
+  if (seq_shape.size() != 3) require("`h_seq` must have rank 3, got " + gategru::shape_str(seq_shape));
+  const int64_t B = seq_shape[0], T_ = seq_shape[1], H = seq_shape[2];
+  require(gategru::check_same_shape("recurrent_kernel", shape_of(u), {H, 3 * H}));
+  require(gategru::check_same_shape("h0", shape_of(h0), {B, H}));
+  if (mask) require(gategru::check_same_shape("mask", shape_of(*mask), {B, T_}));
+  for (auto [name, a] : {std::pair{"update", &z}, {"reset", &r}, {"candidate", &hc},
+                         {"d_h_seq", &d_h_seq}})
+    require(gategru::check_same_shape(name, shape_of(*a), seq_shape));
+  if (reset_after && !hu) require("`hu_candidate` is required when reset_after=True");
+  gategru::GruBackwardParams<T> p;
+  p.batch = B;
+  p.time = T_;
+  p.units = H;
+  p.reset_after = reset_after;
+  p.h0 = h0.data();
+  p.recurrent_kernel = u.data();
+  p.mask = mask ? mask->data() : nullptr;
+  p.h_seq = h_seq.data();
+  p.update = z.data();
+  p.reset = r.data();
+  p.candidate = hc.data();
+  p.hu_candidate = reset_after ? optional_data(hu, "hu_candidate", seq_shape) : nullptr;
+  p.d_h_seq = d_h_seq.data();
+  p.d_h_last = optional_data(d_h_last, "d_h_last", {B, H});
+  p.d_update = optional_data(d_z, "d_update", seq_shape);
+  p.d_reset = optional_data(d_r, "d_reset", seq_shape);
+  p.d_candidate = optional_data(d_hc, "d_candidate", seq_shape);
+  Array<T> d_xw(std::vector<py::ssize_t>{B, T_, 3 * H});
+  Array<T> d_h0(std::vector<py::ssize_t>{B, H});
+  p.d_xw = d_xw.mutable_data();
+  p.d_h0 = d_h0.mutable_data();
+  {
+    py::gil_scoped_release release;
+    gategru::gru_backward_cpu(p, gategru::ThreadWorkers(threads));
+  }
+  return py::make_tuple(d_xw, d_h0);
+}
+
+// Float arrays follow the dtype of the first one (float32 or float64); others are cast to it.
+template <typename R, typename Fn32, typename Fn64>
+R by_dtype(const py::array& first, const char* name, Fn32 f32, Fn64 f64) {
+  if (first.dtype().is(py::dtype::of<float>())) return f32();
+  if (first.dtype().is(py::dtype::of<double>())) return f64();
+  throw py::type_error(std::string("`") + name + "` must be float32 or float64, got " +
+                       py::str(first.dtype()).cast<std::string>());
+}
+
+template <typename T>
+std::optional<Array<T>> opt(const py::object& o) {
+  if (o.is_none()) return std::nullopt;
+  return o.cast<Array<T>>();
+}
+
+std::optional<MaskArray> opt_mask(const py::object& o) {
+  if (o.is_none()) return std::nullopt;
+  return o.cast<MaskArray>();
+}
+
+py::dict forward_any(const py::array& xw, const py::object& h0, const py::object& u,
+                     const py::object& b, const py::object& mask, bool reset_after,
+                     bool with_gates, int threads) {
+  auto call = [&](auto tag) {
+    using T = decltype(tag);
+    return forward<T>(xw.cast<Array<T>>(), h0.cast<Array<T>>(), u.cast<Array<T>>(),
+                      b.cast<Array<T>>(), opt_mask(mask), reset_after, with_gates, threads);
+  };
+  return by_dtype<py::dict>(xw, "xw", [&] { return call(float{}); }, [&] { return call(double{}); });
+}
+
+py::tuple backward_any(const py::object& h0, const py::object& u, const py::object& mask,
+                       const py::array& h_seq, const py::object& z, const py::object& r,
+                       const py::object& hc, const py::object& hu, const py::object& d_h_seq,
+                       const py::object& d_h_last, const py::object& d_z, const py::object& d_r,
+                       const py::object& d_hc, bool reset_after, int threads) {
+  auto call = [&](auto tag) {
+    using T = decltype(tag);
+    return backward<T>(h0.cast<Array<T>>(), u.cast<Array<T>>(), opt_mask(mask),
+                       h_seq.cast<Array<T>>(), z.cast<Array<T>>(), r.cast<Array<T>>(),
+                       hc.cast<Array<T>>(), opt<T>(hu), d_h_seq.cast<Array<T>>(), opt<T>(d_h_last),
+                       opt<T>(d_z), opt<T>(d_r), opt<T>(d_hc), reset_after, threads);
+  };
+  return by_dtype<py::tuple>(h_seq, "h_seq", [&] { return call(float{}); },
+                             [&] { return call(double{}); });
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_kernels, m) {
+  m.doc() = "gategru's framework-free GRU kernels over numpy (no TensorFlow needed).";
+  m.def("forward", &forward_any, py::arg("xw"), py::arg("h0"), py::arg("recurrent_kernel"),
+        py::arg("recurrent_bias"), py::arg("mask") = py::none(), py::arg("reset_after") = true,
+        py::arg("with_gates") = true, py::arg("threads") = 0,
+        "GRU over a whole sequence on the CPU.\n\n"
+        "xw (B,T,3H) input projections, h0 (B,H), recurrent_kernel (H,3H), recurrent_bias "
+        "(3H,), mask (B,T) bool or None. xw's dtype (float32 or float64) is the compute "
+        "dtype; the other float arrays are cast to it. Returns a dict with h_seq (B,T,H), "
+        "h_last (B,H) and, with with_gates, update, reset, candidate (B,T,H) and, with "
+        "reset_after, hu_candidate (B,T,H), which backward needs. threads=0: all cores.");
+  m.def("backward", &backward_any, py::arg("h0"), py::arg("recurrent_kernel"), py::arg("mask"),
+        py::arg("h_seq"), py::arg("update"), py::arg("reset"), py::arg("candidate"),
+        py::arg("hu_candidate"), py::arg("d_h_seq"), py::arg("d_h_last") = py::none(),
+        py::arg("d_update") = py::none(), py::arg("d_reset") = py::none(),
+        py::arg("d_candidate") = py::none(), py::arg("reset_after") = true,
+        py::arg("threads") = 0,
+        "Backward of forward(): returns (d_xw (B,T,3H), d_h0 (B,H)), d_xw being the "
+        "gradient of the pre-activations. Weight gradients are sums over time that the "
+        "caller forms with matmuls. h_seq's dtype is the compute dtype.");
+}

@@ -1,0 +1,111 @@
+// Op schemas and shape functions. Kernels live in gru_kernels.cc.
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/shape_inference.h"
+
+namespace gategru {
+namespace {
+
+using ::tensorflow::shape_inference::DimensionHandle;
+using ::tensorflow::shape_inference::InferenceContext;
+using ::tensorflow::shape_inference::ShapeHandle;
+
+// Reads (B, T, H) from a sequence input (last dim width_factor·H), h0 and the recurrent
+// kernel, merging what they must agree on.
+absl::Status sequence_dims(InferenceContext* c, int seq_index, int width_factor, int h0_index,
+                           int kernel_index, DimensionHandle* b, DimensionHandle* t,
+                           DimensionHandle* h) {
+  ShapeHandle seq, h0, kernel;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(seq_index), 3, &seq));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(h0_index), 2, &h0));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(kernel_index), 2, &kernel));
+  *h = c->Dim(kernel, 0);
+  TF_RETURN_IF_ERROR(c->Merge(*h, c->Dim(h0, 1), h));
+  DimensionHandle three_h, width;
+  TF_RETURN_IF_ERROR(c->Multiply(*h, 3, &three_h));
+  TF_RETURN_IF_ERROR(c->Merge(three_h, c->Dim(kernel, 1), &three_h));
+  TF_RETURN_IF_ERROR(c->Multiply(*h, width_factor, &width));
+  TF_RETURN_IF_ERROR(c->Merge(width, c->Dim(seq, 2), &width));
+  TF_RETURN_IF_ERROR(c->Merge(c->Dim(seq, 0), c->Dim(h0, 0), b));
+  *t = c->Dim(seq, 1);
+  return absl::OkStatus();
+}
+
+absl::Status forward_shape(InferenceContext* c) {
+  DimensionHandle b, t, h;
+  TF_RETURN_IF_ERROR(sequence_dims(c, /*xw*/ 0, 3, 1, 2, &b, &t, &h));
+  ShapeHandle bias;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 1, &bias));
+  DimensionHandle three_h;
+  TF_RETURN_IF_ERROR(c->Multiply(h, 3, &three_h));
+  TF_RETURN_IF_ERROR(c->Merge(c->Dim(bias, 0), three_h, &three_h));
+  bool reset_after = true, with_gates = true;
+  TF_RETURN_IF_ERROR(c->GetAttr("reset_after", &reset_after));
+  TF_RETURN_IF_ERROR(c->GetAttr("with_gates", &with_gates));
+  const ShapeHandle seq = c->MakeShape({b, t, h});
+  const ShapeHandle empty = c->MakeShape({0, 0, 0});
+  c->set_output(0, seq);
+  c->set_output(1, c->MakeShape({b, h}));
+  for (int i = 2; i < 5; ++i) c->set_output(i, with_gates ? seq : empty);
+  c->set_output(5, with_gates && reset_after ? seq : empty);
+  return absl::OkStatus();
+}
+
+absl::Status backward_shape(InferenceContext* c) {
+  DimensionHandle b, t, h;
+  TF_RETURN_IF_ERROR(sequence_dims(c, /*h_seq*/ 3, 1, 0, 1, &b, &t, &h));
+  DimensionHandle three_h;
+  TF_RETURN_IF_ERROR(c->Multiply(h, 3, &three_h));
+  c->set_output(0, c->MakeShape({b, t, three_h}));
+  c->set_output(1, c->MakeShape({b, h}));
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace gategru
+
+REGISTER_OP("GateGruForward")
+    .Input("xw: T")
+    .Input("h0: T")
+    .Input("recurrent_kernel: T")
+    .Input("recurrent_bias: T")
+    .Input("mask: bool")
+    .Output("h_seq: T")
+    .Output("h_last: T")
+    .Output("update: T")
+    .Output("reset: T")
+    .Output("candidate: T")
+    .Output("hu_candidate: T")
+    .Attr("T: {float, double}")
+    .Attr("reset_after: bool = true")
+    .Attr("with_gates: bool = true")
+    .SetShapeFn(gategru::forward_shape)
+    .Doc(R"doc(
+A GRU over a whole sequence, writing its gates. xw (B,T,3H) = x·W + b_in for every step;
+h0 (B,H); recurrent_kernel (H,3H); recurrent_bias (3H); mask (B,T) bool, or (0,) for none.
+Outputs h_seq (B,T,H), h_last (B,H), update/reset/candidate (B,T,H) and hu_candidate
+(B,T,H, reset_after only), which the backward op needs; absent outputs have shape (0,0,0).
+)doc");
+
+REGISTER_OP("GateGruBackward")
+    .Input("h0: T")
+    .Input("recurrent_kernel: T")
+    .Input("mask: bool")
+    .Input("h_seq: T")
+    .Input("update: T")
+    .Input("reset: T")
+    .Input("candidate: T")
+    .Input("hu_candidate: T")
+    .Input("d_h_seq: T")
+    .Input("d_h_last: T")
+    .Input("d_update: T")
+    .Input("d_reset: T")
+    .Input("d_candidate: T")
+    .Output("d_xw: T")
+    .Output("d_h0: T")
+    .Attr("T: {float, double}")
+    .Attr("reset_after: bool = true")
+    .SetShapeFn(gategru::backward_shape)
+    .Doc(R"doc(
+Backward of GateGruForward: d_xw (B,T,3H) is the gradient of every pre-activation, d_h0
+(B,H). Gate gradients may be (0,0,0) when no loss reaches the gates.
+)doc");
