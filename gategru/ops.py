@@ -1,0 +1,176 @@
+"""The GateGru TensorFlow ops: loading the library, the public function, the gradient."""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from typing import NamedTuple
+
+import tensorflow as tf
+
+_REBUILD = (
+    "Rebuild it against the TensorFlow you have: "
+    "`pip install --no-build-isolation --force-reinstall --no-deps .` in the gategru source tree "
+    "(or run `./run test`, which does it)."
+)
+
+_lock = threading.Lock()
+_library = None
+
+
+class OpLibraryError(ImportError):
+    """The compiled op library is missing or does not match the installed TensorFlow."""
+
+
+def _find(module: str) -> str | None:
+    # find_spec, not __file__: editable installs keep the .so away from the sources.
+    spec = importlib.util.find_spec(f"gategru.{module}")
+    return spec.origin if spec is not None else None
+
+
+def load_library():
+    """Loads the op library once, with a clear error when it is missing or mismatched."""
+    global _library
+    with _lock:
+        if _library is not None:
+            return _library
+        path = _find("_gategru_ops")
+        if path is None:
+            raise OpLibraryError(
+                "gategru's op library (_gategru_ops.so) was not found: gategru was built "
+                "without TensorFlow, or not built at all. " + _REBUILD
+            )
+        try:
+            from gategru import _build_info
+        except ImportError as err:
+            raise OpLibraryError("gategru's build information is missing. " + _REBUILD) from err
+        if _build_info.TF_VERSION != tf.__version__:
+            raise OpLibraryError(
+                f"gategru's op library was built against TensorFlow {_build_info.TF_VERSION}, "
+                f"but TensorFlow {tf.__version__} is installed; a custom op must match its "
+                "TensorFlow version exactly. " + _REBUILD
+            )
+        try:
+            _library = tf.load_op_library(path)
+        except tf.errors.NotFoundError as err:
+            raise OpLibraryError(f"Loading {path} failed: {err}. " + _REBUILD) from err
+        return _library
+
+
+class GruSequence(NamedTuple):
+    """Outputs of :func:`gru_sequence` (the gates are None when not requested)."""
+
+    h_seq: tf.Tensor
+    h_last: tf.Tensor
+    update: tf.Tensor | None
+    reset: tf.Tensor | None
+    candidate: tf.Tensor | None
+
+
+def _no_mask() -> tf.Tensor:
+    return tf.zeros([0], tf.bool)
+
+
+def gru_sequence(
+    xw: tf.Tensor,
+    h0: tf.Tensor,
+    recurrent_kernel: tf.Tensor,
+    recurrent_bias: tf.Tensor,
+    mask: tf.Tensor | None = None,
+    reset_after: bool = True,
+    with_gates: bool = True,
+) -> GruSequence:
+    """Runs a GRU over a whole sequence in one op and returns its gates.
+
+    Args:
+      xw: (batch, timesteps, 3*units) input projections x·W + b_in, gate blocks [z | r | h].
+      h0: (batch, units) initial state.
+      recurrent_kernel: (units, 3*units), Keras's layout.
+      recurrent_bias: (3*units,). With reset_after=False it acts as a second input bias.
+      mask: (batch, timesteps) bool, or None. A masked step carries the state, repeats the
+        previous output (0 before the first unmasked step) and has zero gates.
+      reset_after: Keras's ``reset_after`` (True: the cuDNN-compatible variant).
+      with_gates: write the gates (False: faster inference; the gradient still works).
+
+    All float inputs share one dtype, float32 or float64. Differentiable in every float
+    input, the gates included.
+    """
+    lib = load_library()
+    out = lib.gate_gru_forward(
+        xw=xw,
+        h0=h0,
+        recurrent_kernel=recurrent_kernel,
+        recurrent_bias=recurrent_bias,
+        mask=_no_mask() if mask is None else tf.cast(mask, tf.bool),
+        reset_after=reset_after,
+        with_gates=with_gates,
+    )
+    gates = (out.update, out.reset, out.candidate) if with_gates else (None, None, None)
+    return GruSequence(out.h_seq, out.h_last, *gates)
+
+
+def previous_states(h_seq: tf.Tensor, h0: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """(B,T,H) state each step started from: h0 until a row's first unmasked step, then
+    the previous output."""
+    shifted = tf.concat([h0[:, None], h_seq[:, :-1]], axis=1)
+    if mask.shape.rank != 2:
+        return shifted
+    started = tf.cumsum(tf.cast(mask, tf.int32), axis=1, exclusive=True) > 0
+    return tf.where(started[..., None], shifted, h0[:, None])
+
+
+def _empty_if_none(grad: tf.Tensor | None, like: tf.Tensor) -> tf.Tensor:
+    return tf.zeros([0, 0, 0], like.dtype) if grad is None else grad
+
+
+@tf.RegisterGradient("GateGruForward")
+def _gate_gru_forward_grad(op: tf.Operation, *grads: tf.Tensor | None):
+    d_h_seq, d_h_last, d_update, d_reset, d_candidate, _ = grads
+    xw, h0, kernel, bias, mask = op.inputs
+    reset_after = op.get_attr("reset_after")
+    h_seq, _, update, reset, candidate, hu_candidate = op.outputs
+    if not op.get_attr("with_gates"):
+        # Inference-mode forward under a tape: recompute what backward needs.
+        redo = load_library().gate_gru_forward(
+            xw, h0, kernel, bias, mask, reset_after=reset_after, with_gates=True
+        )
+        update, reset, candidate, hu_candidate = (
+            redo.update, redo.reset, redo.candidate, redo.hu_candidate,
+        )
+        d_update = d_reset = d_candidate = None
+    d_xw, d_h0 = load_library().gate_gru_backward(
+        h0=h0,
+        recurrent_kernel=kernel,
+        mask=mask,
+        h_seq=h_seq,
+        update=update,
+        reset=reset,
+        candidate=candidate,
+        hu_candidate=hu_candidate,
+        d_h_seq=tf.zeros_like(h_seq) if d_h_seq is None else d_h_seq,
+        d_h_last=tf.zeros_like(h0) if d_h_last is None else d_h_last,
+        d_update=_empty_if_none(d_update, h0),
+        d_reset=_empty_if_none(d_reset, h0),
+        d_candidate=_empty_if_none(d_candidate, h0),
+        reset_after=reset_after,
+    )
+    # Weight gradients are sums over all steps: a few large matmuls, not per-step work.
+    units = tf.shape(h0)[1]
+    h_prev = tf.reshape(previous_states(h_seq, h0, mask), [-1, units])
+    d_zr = d_xw[..., : 2 * units]
+    d_h = d_xw[..., 2 * units :]
+    if reset_after:
+        d_hu = tf.concat([d_zr, d_h * reset], axis=-1)
+        d_kernel = tf.matmul(h_prev, tf.reshape(d_hu, [-1, 3 * units]), transpose_a=True)
+        d_bias = tf.reduce_sum(d_hu, axis=[0, 1])
+    else:
+        rh_prev = tf.reshape(reset, [-1, units]) * h_prev
+        d_kernel = tf.concat(
+            [
+                tf.matmul(h_prev, tf.reshape(d_zr, [-1, 2 * units]), transpose_a=True),
+                tf.matmul(rh_prev, tf.reshape(d_h, [-1, units]), transpose_a=True),
+            ],
+            axis=1,
+        )
+        d_bias = tf.reduce_sum(d_xw, axis=[0, 1])
+    return d_xw, d_h0, d_kernel, d_bias, None
