@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from pathlib import Path
 from typing import NamedTuple
 
 import tensorflow as tf
@@ -36,9 +37,17 @@ def load_library():
             return _library
         path = _find("_gategru_ops")
         if path is None:
+            package_dir = Path(__file__).resolve().parent
+            hint = ""
+            if (package_dir.parent / "CMakeLists.txt").exists():
+                hint = (
+                    f" Python imported gategru from its source tree ({package_dir}), which "
+                    "holds no compiled files: run from another directory to use the "
+                    "installed package."
+                )
             raise OpLibraryError(
                 "gategru's op library (_gategru_ops.so) was not found: gategru was built "
-                "without TensorFlow, or not built at all. " + _REBUILD
+                "without TensorFlow, or not built at all." + hint + " " + _REBUILD
             )
         try:
             from gategru import _build_info

@@ -1,0 +1,109 @@
+"""The pybind11 module (no TensorFlow involved) against the float64 oracle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import random_mask
+
+from gategru import _kernels
+from gategru.reference import gru_sequence_reference
+
+OUTPUTS = ("h_seq", "h_last", "update", "reset", "candidate")
+
+
+def random_problem(rng: np.random.Generator, batch: int, time: int, units: int) -> dict:
+    return {
+        "xw": rng.normal(size=(batch, time, 3 * units)),
+        "h0": rng.normal(size=(batch, units)) * 0.5,
+        "recurrent_kernel": rng.normal(size=(units, 3 * units)) / np.sqrt(units),
+        "recurrent_bias": rng.normal(size=3 * units) * 0.3,
+    }
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize("mask_kind", ["none", "right_padded", "holes"])
+@pytest.mark.parametrize(("batch", "time", "units", "threads"), [
+    (1, 23, 5, 1), (7, 13, 33, 2), (5, 9, 97, 2), (3, 1, 130, 0),
+])
+def test_forward_matches_oracle(rng, reset_after, mask_kind, batch, time, units, threads):
+    prob = random_problem(rng, batch, time, units)
+    mask = random_mask(rng, batch, time, mask_kind)
+    ref = gru_sequence_reference(**prob, mask=mask, reset_after=reset_after)
+    out64 = _kernels.forward(**prob, mask=mask, reset_after=reset_after, threads=threads)
+    out32 = _kernels.forward(
+        **{k: v.astype(np.float32) for k, v in prob.items()},
+        mask=mask, reset_after=reset_after, threads=threads,
+    )
+    for name in OUTPUTS:
+        expected = getattr(ref, name)
+        assert out64[name].dtype == np.float64 and out32[name].dtype == np.float32
+        np.testing.assert_allclose(out64[name], expected, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(out32[name], expected, atol=2e-5, err_msg=name)
+
+
+def _loss_and_weights(rng, ref):
+    weights = {name: rng.normal(size=getattr(ref, name).shape) for name in OUTPUTS}
+
+    def loss(r) -> float:
+        return float(sum((weights[n] * getattr(r, n)).sum() for n in OUTPUTS))
+
+    return loss, weights
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize("mask_kind", ["none", "holes"])
+@pytest.mark.parametrize(("batch", "time", "units", "threads"), [(3, 11, 6, 1), (4, 7, 37, 2)])
+def test_backward_matches_finite_differences(rng, reset_after, mask_kind, batch, time, units,
+                                             threads):
+    """Directional derivatives of a loss on every output, gates included."""
+    prob = random_problem(rng, batch, time, units)
+    mask = random_mask(rng, batch, time, mask_kind)
+    ref = gru_sequence_reference(**prob, mask=mask, reset_after=reset_after)
+    loss, w = _loss_and_weights(rng, ref)
+    out = _kernels.forward(**prob, mask=mask, reset_after=reset_after, threads=threads)
+    d_xw, d_h0 = _kernels.backward(
+        prob["h0"], prob["recurrent_kernel"], mask, out["h_seq"], out["update"], out["reset"],
+        out["candidate"], out.get("hu_candidate"), w["h_seq"], w["h_last"], w["update"],
+        w["reset"], w["candidate"], reset_after=reset_after, threads=threads,
+    )
+    for _ in range(3):
+        dx = rng.normal(size=prob["xw"].shape)
+        dh = rng.normal(size=prob["h0"].shape)
+        eps = 1e-6
+
+        def at(sign: float, dx=dx, dh=dh) -> float:
+            moved = dict(prob, xw=prob["xw"] + sign * eps * dx, h0=prob["h0"] + sign * eps * dh)
+            return loss(gru_sequence_reference(**moved, mask=mask, reset_after=reset_after))
+
+        numeric = (at(1.0) - at(-1.0)) / (2 * eps)
+        analytic = float((d_xw * dx).sum() + (d_h0 * dh).sum())
+        assert analytic == pytest.approx(numeric, rel=1e-6, abs=1e-6)
+
+
+def test_bad_shapes_name_the_argument(rng):
+    prob = random_problem(rng, 2, 3, 4)
+    with pytest.raises(ValueError, match=r"`h0` must have shape \(2, 4\), got \(3, 4\)"):
+        _kernels.forward(**dict(prob, h0=np.ones((3, 4))))
+    with pytest.raises(ValueError, match="recurrent_kernel"):
+        _kernels.forward(**dict(prob, recurrent_kernel=np.ones((4, 11))))
+    with pytest.raises(ValueError, match=r"`xw` must have shape"):
+        _kernels.forward(**dict(prob, xw=np.ones((2, 3, 13))))
+    with pytest.raises(ValueError, match=r"`mask` must have shape \(2, 3\)"):
+        _kernels.forward(**prob, mask=np.ones((2, 4), bool))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        _kernels.forward(**dict(prob, xw=prob["xw"].astype(np.float16)))
+
+
+def test_nan_stays_in_its_row_and_huge_inputs_saturate(rng):
+    prob = random_problem(rng, 4, 10, 8)
+    prob["xw"][1, 3, 5] = np.nan
+    prob["xw"][2] *= 1e30  # saturates every gate of row 2
+    out = _kernels.forward(**prob, threads=2)
+    assert np.isnan(out["h_seq"][1, 3:]).any()
+    clean = np.delete(np.arange(4), 1)
+    for name in OUTPUTS:
+        assert np.isfinite(out[name][clean]).all(), name
+    for name in ("update", "reset"):
+        assert set(np.unique(out[name][2])) <= {0.0, 1.0}
+    assert set(np.unique(out["candidate"][2])) <= {-1.0, 1.0}

@@ -1,0 +1,138 @@
+"""The TensorFlow ops: values against the oracle, gradients, shape functions, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import random_mask
+
+from gategru import gru_sequence
+from gategru.reference import gru_sequence_reference
+
+
+def random_inputs(rng, batch, time, units, dtype=np.float64):
+    return [
+        tf.constant(v.astype(dtype))
+        for v in (
+            rng.normal(size=(batch, time, 3 * units)),
+            rng.normal(size=(batch, units)) * 0.5,
+            rng.normal(size=(units, 3 * units)) / np.sqrt(units),
+            rng.normal(size=3 * units) * 0.3,
+        )
+    ]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize("mask_kind", ["none", "holes"])
+def test_op_matches_oracle(rng, dtype, reset_after, mask_kind):
+    batch, time, units = 6, 17, 29
+    args = random_inputs(rng, batch, time, units, dtype)
+    mask = random_mask(rng, batch, time, mask_kind)
+    out = gru_sequence(*args, mask=mask, reset_after=reset_after)
+    ref = gru_sequence_reference(*(a.numpy() for a in args), mask=mask, reset_after=reset_after)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    for name in ("h_seq", "h_last", "update", "reset", "candidate"):
+        got = getattr(out, name)
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got.numpy(), getattr(ref, name), atol=tol, err_msg=name)
+
+
+def test_without_gates_same_state(rng):
+    args = random_inputs(rng, 3, 8, 5, np.float32)
+    full = gru_sequence(*args)
+    lean = gru_sequence(*args, with_gates=False)
+    assert lean.update is None
+    np.testing.assert_array_equal(lean.h_seq.numpy(), full.h_seq.numpy())
+
+
+def test_shape_function_gives_static_shapes():
+    @tf.function(input_signature=[
+        tf.TensorSpec([None, 12, 15], tf.float32), tf.TensorSpec([None, 5], tf.float32),
+        tf.TensorSpec([5, 15], tf.float32), tf.TensorSpec([15], tf.float32),
+    ])
+    def f(xw, h0, u, b):
+        out = gru_sequence(xw, h0, u, b)
+        assert out.h_seq.shape.as_list() == [None, 12, 5]
+        assert out.h_last.shape.as_list() == [None, 5]
+        assert out.candidate.shape.as_list() == [None, 12, 5]
+        return out.h_seq
+
+    f.get_concrete_function()
+    with pytest.raises(ValueError, match="Dimensions must be equal|must be equal"):
+        tf.function(lambda: gru_sequence(
+            tf.zeros([2, 3, 15]), tf.zeros([2, 4]), tf.zeros([5, 15]), tf.zeros([15])
+        )).get_concrete_function()
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize("mask_kind", ["none", "holes"])
+def test_gradients_numeric_float64(rng, reset_after, mask_kind):
+    """tf.test.compute_gradient on a loss touching every output, the gates included."""
+    batch, time, units = 3, 5, 4
+    xw, h0, u, b = random_inputs(rng, batch, time, units)
+    mask = random_mask(rng, batch, time, mask_kind)
+    w = [tf.constant(rng.normal(size=s)) for s in
+         [(batch, time, units), (batch, units)] + [(batch, time, units)] * 3]
+
+    def loss(xw, h0, u, b):
+        out = gru_sequence(xw, h0, u, b, mask=mask, reset_after=reset_after)
+        parts = (out.h_seq, out.h_last, out.update, out.reset, out.candidate)
+        return tf.reshape(sum(tf.reduce_sum(wi * p) for wi, p in zip(w, parts)), [1])
+
+    theoretical, numerical = tf.test.compute_gradient(loss, [xw, h0, u, b])
+    for name, t, n in zip(("xw", "h0", "recurrent_kernel", "recurrent_bias"), theoretical,
+                          numerical):
+        np.testing.assert_allclose(t, n, rtol=1e-6, atol=1e-6, err_msg=name)
+
+
+def test_gradient_through_inference_forward(rng):
+    """with_gates=False recomputes what backward needs; same gradient as with gates."""
+    args = random_inputs(rng, 2, 6, 3)
+    grads = []
+    for with_gates in (True, False):
+        with tf.GradientTape() as tape:
+            tape.watch(args)
+            out = gru_sequence(*args, with_gates=with_gates)
+            loss = tf.reduce_sum(out.h_seq ** 2) + tf.reduce_sum(out.h_last)
+        grads.append(tape.gradient(loss, args))
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-12)
+
+
+def test_bad_inputs_raise_invalid_argument(rng):
+    xw, h0, u, b = random_inputs(rng, 2, 3, 4, np.float32)
+    cases = [
+        (dict(h0=tf.zeros([3, 4])), r"`h0` must have shape \(2, 4\), got \(3, 4\)"),
+        (dict(recurrent_bias=tf.zeros([11])), r"`recurrent_bias` must have shape \(12,\)"),
+        (dict(mask=tf.ones([2, 5], tf.bool)), r"`mask` must have shape \(2, 3\), got \(2, 5\)"),
+        (dict(xw=tf.zeros([2, 3, 9])), r"`xw` must have shape \(batch, timesteps, 3\*units\)"),
+        (dict(recurrent_kernel=tf.zeros([4, 4])), r"`recurrent_kernel` must have shape"),
+    ]
+    base = dict(xw=xw, h0=h0, recurrent_kernel=u, recurrent_bias=b)
+    for change, message in cases:
+        kwargs = dict(base, **change)
+        # eager execution skips the shape function, so the kernel's own checks speak
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            gru_sequence(**kwargs)
+    with pytest.raises((TypeError, tf.errors.InvalidArgumentError, tf.errors.NotFoundError)):
+        gru_sequence(tf.cast(xw, tf.float16), tf.cast(h0, tf.float16), tf.cast(u, tf.float16),
+                     tf.cast(b, tf.float16))
+
+
+def test_nan_row_does_not_leak_and_gradients_stay_finite(rng):
+    xw, h0, u, b = random_inputs(rng, 4, 9, 6, np.float32)
+    bad = xw.numpy()
+    bad[2, 4, 1] = np.nan
+    bad[0] *= 1e30
+    xw = tf.constant(bad)
+    with tf.GradientTape() as tape:
+        tape.watch(xw)
+        out = gru_sequence(xw, h0, u, b)
+        loss = tf.reduce_sum(out.h_seq)
+    grad = tape.gradient(loss, xw).numpy()
+    assert np.isnan(out.h_seq.numpy()[2]).any()
+    for row in (0, 1, 3):
+        assert np.isfinite(out.h_seq.numpy()[row]).all()
+        assert np.isfinite(grad[row]).all()
