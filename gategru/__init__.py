@@ -1,7 +1,36 @@
-"""gategru: a fused GRU for TensorFlow/Keras that returns its gate activations."""
+"""gategru: a fused GRU for TensorFlow/Keras that returns its gate activations.
 
-from gategru.layers import GateGRU
-from gategru.ops import GruSequence, OpLibraryError, gru_sequence, load_library
+The public names load lazily, so ``import gategru`` (and the command line's ``--help``)
+does not pay for importing TensorFlow until something needs it.
+"""
 
-__all__ = ["GateGRU", "GruSequence", "OpLibraryError", "gru_sequence", "load_library"]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "GateGRU": "gategru.layers",
+    "GruSequence": "gategru.ops",
+    "OpLibraryError": "gategru.ops",
+    "gru_sequence": "gategru.ops",
+    "load_library": "gategru.ops",
+    "plot_gates": "gategru.plotting",
+    "gate_summary": "gategru.plotting",
+}
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from gategru.layers import GateGRU
+    from gategru.ops import GruSequence, OpLibraryError, gru_sequence, load_library
+    from gategru.plotting import gate_summary, plot_gates
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'gategru' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value

@@ -39,14 +39,23 @@ def _build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo",
         help="train a small GateGRU model on synthetic data and draw its gates",
-        description="Train a GateGRU(32) on a synthetic memory task (a few seconds on a CPU), "
+        description="Train a GateGRU(32) on a synthetic memory task (10-20 s on a CPU), "
         "print its gate statistics and write DIR/gates.png and DIR/gates.npz.",
     )
-    demo.add_argument("--out", metavar="DIR", default="gategru_out", help="output directory")
     demo.add_argument(
-        "--epochs", type=_positive_int, default=12, help="training epochs (default: 12)"
+        "--out",
+        metavar="DIR",
+        default="gategru_out",
+        help="output directory (default: gategru_out)",
     )
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    demo.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=12,
+        metavar="N",
+        help="training epochs (default: 12)",
+    )
+    demo.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default: 0)")
     demo.add_argument("--quiet", action="store_true", help="print only where files went")
     demo.set_defaults(handler=_cmd_demo)
 

@@ -83,6 +83,8 @@ def run_demo(
     start = time.perf_counter()
     out_dir = os.fspath(out_dir)
     # Fail before training, not after it, when the pictures cannot be written.
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise NotADirectoryError(f"output path {out_dir!r} exists and is not a directory")
     os.makedirs(out_dir, exist_ok=True)
     if not os.access(out_dir, os.W_OK):
         raise PermissionError(f"output directory {out_dir!r} is not writable")

@@ -137,10 +137,8 @@ class GateGRU(keras.layers.GRU):
         if not self._uses_op(training):
             h_seq, h_last, gates = gru_loop_with_gates(cell, x, h0, mask, training, op_dtype)
         else:
-            if training and cell.dropout > 0:
-                x = x * tf.cast(cell.get_dropout_mask(sequences[:, 0, :]), op_dtype)[:, None]
             b_in, b_rec = self._split_bias(op_dtype)
-            xw = tf.einsum("bti,ij->btj", x, tf.cast(cell.kernel, op_dtype)) + b_in
+            xw = self._input_projection(x, sequences, op_dtype, training) + b_in
             res = gate_ops.gru_sequence(
                 xw,
                 h0,
@@ -156,6 +154,26 @@ class GateGRU(keras.layers.GRU):
         if self.zero_output_for_mask and mask is not None:
             h_seq = tf.where(mask[..., None], h_seq, tf.zeros_like(h_seq))
         return h_seq, h_last, gates
+
+    def _input_projection(
+        self, x: tf.Tensor, sequences: tf.Tensor, dtype: tf.DType, training: bool
+    ) -> tf.Tensor:
+        """x·W for all steps at once, with Keras's input dropout (one mask for all steps,
+        or one per gate with implementation=1)."""
+        kernel = tf.cast(self.cell.kernel, dtype)
+        mask = self.cell.get_dropout_mask(sequences[:, 0, :]) if training else None
+        if mask is None or not self.cell.dropout > 0:
+            return tf.einsum("bti,ij->btj", x, kernel)
+        if not isinstance(mask, (list, tuple)):
+            return tf.einsum("bti,ij->btj", x * tf.cast(mask, dtype)[:, None], kernel)
+        blocks = tf.split(kernel, 3, axis=1)
+        return tf.concat(
+            [
+                tf.einsum("bti,ij->btj", x * tf.cast(m, dtype)[:, None], w)
+                for m, w in zip(mask, blocks, strict=True)
+            ],
+            axis=-1,
+        )
 
     def _split_bias(self, dtype: tf.DType) -> tuple[tf.Tensor, tf.Tensor]:
         cell = self.cell

@@ -128,6 +128,16 @@ def test_dropout_in_training_matches_keras_with_same_seed(rng, recurrent_dropout
     np.testing.assert_allclose(gate_gru(x)[0], keras_gru(x), atol=ATOL)
 
 
+def test_implementation_1_dropout_matches_keras_generic_path(rng):
+    """implementation=1 draws one input-dropout mask per gate."""
+    x = rng.normal(size=(3, 6, 4)).astype(np.float32)
+    seed = int(rng.integers(1 << 30))
+    keras_gru, gate_gru = twin_layers(rng, 4, 5, dropout=0.5, seed=seed, implementation=1,
+                                      use_cudnn=False, return_sequences=True)
+    np.testing.assert_allclose(gate_gru(x, training=True)[0], keras_gru(x, training=True),
+                               atol=ATOL)
+
+
 @pytest.mark.parametrize(("activation", "recurrent_activation"),
                          [("relu", "hard_sigmoid"), ("softsign", "sigmoid")])
 def test_other_activations_use_the_gated_fallback(rng, activation, recurrent_activation):
