@@ -23,9 +23,13 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from gategru.layers import GateGRU
-    from gategru.ops import GruSequence, OpLibraryError, gru_sequence, load_library
-    from gategru.plotting import gate_summary, plot_gates
+    from gategru.layers import GateGRU as GateGRU
+    from gategru.ops import GruSequence as GruSequence
+    from gategru.ops import OpLibraryError as OpLibraryError
+    from gategru.ops import gru_sequence as gru_sequence
+    from gategru.ops import load_library as load_library
+    from gategru.plotting import gate_summary as gate_summary
+    from gategru.plotting import plot_gates as plot_gates
 
 
 def __getattr__(name: str) -> Any:

@@ -89,7 +89,13 @@ class GateGRU(keras.layers.GRU):
             and not (training and cell.recurrent_dropout > 0)
         )
 
-    def call(self, sequences, initial_state=None, mask=None, training=False):
+    def call(
+        self,
+        sequences: tf.Tensor,
+        initial_state: object = None,
+        mask: object = None,
+        training: bool = False,
+    ):
         sequences = tf.convert_to_tensor(sequences)
         self._check_inputs(sequences)
         if initial_state is None:

@@ -53,7 +53,7 @@ def load_library():
             from gategru import _build_info
         except ImportError as err:
             raise OpLibraryError("gategru's build information is missing. " + _REBUILD) from err
-        if _build_info.TF_VERSION != tf.__version__:
+        if tf.__version__ != _build_info.TF_VERSION:
             raise OpLibraryError(
                 f"gategru's op library was built against TensorFlow {_build_info.TF_VERSION}, "
                 f"but TensorFlow {tf.__version__} is installed; a custom op must match its "

@@ -67,10 +67,10 @@ def test_backward_matches_finite_differences(rng, reset_after, mask_kind, batch,
         out["candidate"], out.get("hu_candidate"), w["h_seq"], w["h_last"], w["update"],
         w["reset"], w["candidate"], reset_after=reset_after, threads=threads,
     )
+    eps = 1e-6
     for _ in range(3):
         dx = rng.normal(size=prob["xw"].shape)
         dh = rng.normal(size=prob["h0"].shape)
-        eps = 1e-6
 
         def at(sign: float, dx=dx, dh=dh) -> float:
             moved = dict(prob, xw=prob["xw"] + sign * eps * dx, h0=prob["h0"] + sign * eps * dh)

@@ -100,7 +100,7 @@ def test_gate_loss_moves_the_gates(rng):
             loss = tf.reduce_mean(gates["update"])
         means.append(float(loss))
         opt.apply_gradients(zip(tape.gradient(loss, layer.trainable_weights),
-                                layer.trainable_weights))
+                                layer.trainable_weights, strict=True))
     assert means[-1] < means[0] - 0.1
 
 
@@ -126,7 +126,7 @@ def test_save_and_load_keras_file(rng, tmp_path):
     model.save(path)
     loaded = keras.models.load_model(path)
     assert isinstance(loaded.get_layer("gru"), GateGRU)
-    for a, b in zip(before, loaded.predict(x, verbose=0)):
+    for a, b in zip(before, loaded.predict(x, verbose=0), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -172,7 +172,7 @@ def test_mirrored_strategy_two_cpus(tmp_path):
         with strategy.scope():
             mirrored = build()
         mirrored.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
-        for a, b in zip(single.get_weights(), mirrored.get_weights()):
+        for a, b in zip(single.get_weights(), mirrored.get_weights(), strict=True):
             np.testing.assert_allclose(a, b, atol=1e-5)
         print("MIRRORED_OK")
     """)

@@ -68,7 +68,7 @@ def test_last_output_only(rng, mask_kind, return_state):
     expected = as_list(keras_gru(x, mask=mask))
     got = as_list(gate_gru(x, mask=mask))
     assert len(got) == len(expected) + 1 and set(got[-1]) == {"update", "reset", "candidate"}
-    for e, g in zip(expected, got):
+    for e, g in zip(expected, got[:-1], strict=True):
         assert tuple(g.shape) == tuple(e.shape)
         np.testing.assert_allclose(g, e, atol=ATOL)
 
@@ -82,7 +82,7 @@ def test_without_return_gates_output_structure_matches_keras(rng):
     plain.set_weights(keras_gru.get_weights())
     expected, got = keras_gru(x), plain(x)
     assert len(got) == len(expected) == 2
-    for e, g in zip(expected, got):
+    for e, g in zip(expected, got, strict=True):
         np.testing.assert_allclose(g, e, atol=ATOL)
 
 
@@ -177,7 +177,7 @@ def test_gradients_match_keras(rng, reset_after, mask_kind):
             out = layer(x, mask=mask, training=True)
             loss = tf.reduce_sum((out[0] - target) ** 2) + tf.reduce_sum(out[1] ** 3)
         results.append(tape.gradient(loss, [x, *layer.trainable_weights]))
-    for name, e, g in zip(["inputs", "kernel", "recurrent_kernel", "bias"], *results):
+    for name, e, g in zip(["inputs", "kernel", "recurrent_kernel", "bias"], *results, strict=True):
         np.testing.assert_allclose(g, e, rtol=1e-4, atol=2e-5, err_msg=name)
 
 

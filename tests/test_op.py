@@ -79,12 +79,12 @@ def test_gradients_numeric_float64(rng, reset_after, mask_kind):
     def loss(xw, h0, u, b):
         out = gru_sequence(xw, h0, u, b, mask=mask, reset_after=reset_after)
         parts = (out.h_seq, out.h_last, out.update, out.reset, out.candidate)
-        return tf.reshape(sum(tf.reduce_sum(wi * p) for wi, p in zip(w, parts)), [1])
+        return tf.reshape(sum(tf.reduce_sum(wi * p) for wi, p in zip(w, parts, strict=True)), [1])
 
-    theoretical, numerical = tf.test.compute_gradient(loss, [xw, h0, u, b])
+    theoretical, numerical = tf.test.compute_gradient(loss, [xw, h0, u, b], delta=1e-6)
     for name, t, n in zip(("xw", "h0", "recurrent_kernel", "recurrent_bias"), theoretical,
-                          numerical):
-        np.testing.assert_allclose(t, n, rtol=1e-6, atol=1e-6, err_msg=name)
+                          numerical, strict=True):
+        np.testing.assert_allclose(t, n, rtol=1e-6, atol=1e-7, err_msg=name)
 
 
 def test_gradient_through_inference_forward(rng):
@@ -97,7 +97,7 @@ def test_gradient_through_inference_forward(rng):
             out = gru_sequence(*args, with_gates=with_gates)
             loss = tf.reduce_sum(out.h_seq ** 2) + tf.reduce_sum(out.h_last)
         grads.append(tape.gradient(loss, args))
-    for a, b in zip(*grads):
+    for a, b in zip(*grads, strict=True):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-12)
 
 

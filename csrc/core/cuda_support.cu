@@ -1,0 +1,76 @@
+// Whether the CUDA kernels can run here, error wording, and the launch plan query.
+#include <string>
+
+#include "gru_cuda_common.cuh"
+
+namespace gategru {
+namespace {
+
+std::string cuda_version_str(int v) {
+  return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10);
+}
+
+std::string driver_hint() {
+  int runtime = 0;
+  cudaRuntimeGetVersion(&runtime);
+  return " This library was built with CUDA " + cuda_version_str(runtime) +
+         ", whose code needs an NVIDIA driver of that CUDA version or newer (R580+ for "
+         "CUDA 13): update the driver, or rebuild gategru with the CUDA toolkit the "
+         "driver supports (nvidia-smi shows it).";
+}
+
+}  // namespace
+
+std::string cuda_error_string(int code) {
+  const auto err = static_cast<cudaError_t>(code);
+  std::string s = std::string(cudaGetErrorName(err)) + " (code " + std::to_string(code) +
+                  "): " + cudaGetErrorString(err) + ".";
+  if (err == cudaErrorInsufficientDriver) s += driver_hint();
+  return s;
+}
+
+CudaSupport cuda_support() {
+  CudaSupport s;
+  cudaRuntimeGetVersion(&s.runtime_version);
+  cudaDriverGetVersion(&s.driver_version);  // 0 when no driver is installed
+  const cudaError_t err = cudaGetDeviceCount(&s.device_count);
+  if (err != cudaSuccess) {
+    s.device_count = 0;
+    if (err == cudaErrorInsufficientDriver) {
+      s.message = "the NVIDIA driver is too old: it supports CUDA " +
+                  cuda_version_str(s.driver_version) + "." + driver_hint() +
+                  " (cudaErrorInsufficientDriver, code 35)";
+    } else if (err == cudaErrorNoDevice) {
+      s.message = "no CUDA device is visible (cudaErrorNoDevice)";
+    } else {
+      s.message = "CUDA is unusable: " + cuda_error_string(err);
+    }
+    cudaGetLastError();  // the query's error is ours to report, not sticky
+    return s;
+  }
+  if (s.device_count == 0) {
+    s.message = "no CUDA device is visible";
+    return s;
+  }
+  cudaDeviceProp prop;
+  if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess) {
+    s.message = std::string(prop.name) + " (sm_" + std::to_string(prop.major) +
+                std::to_string(prop.minor) + ", " + std::to_string(prop.multiProcessorCount) +
+                " SMs), driver CUDA " + cuda_version_str(s.driver_version);
+  }
+  s.available = true;
+  return s;
+}
+
+template <typename T>
+int gru_cuda_plan(bool backward, int64_t batch, int64_t units, bool reset_after, CudaPath path,
+                  CudaLaunchPlan* plan) {
+  const void* kernel = backward ? cuda_detail::backward_persistent_kernel<T>(reset_after)
+                                : cuda_detail::forward_persistent_kernel<T>(reset_after);
+  return cuda_detail::plan_launch<T>(kernel, batch, units, path, plan);
+}
+
+template int gru_cuda_plan<float>(bool, int64_t, int64_t, bool, CudaPath, CudaLaunchPlan*);
+template int gru_cuda_plan<double>(bool, int64_t, int64_t, bool, CudaPath, CudaLaunchPlan*);
+
+}  // namespace gategru

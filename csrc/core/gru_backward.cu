@@ -1,0 +1,245 @@
+// CUDA backward, in reverse time, mirroring gru_backward_cpu.cc with one block per slice
+// of hidden units. A stage first finishes dL/dh for its units with the product of step
+// t+1's pre-activation gradients and Uᵀ (which needs every unit of step t+1: hence the
+// grid barrier between stages), then does step t's pointwise gradients. reset_after=false
+// needs one more phase per step: d(r⊙h_prev) = da_h·U_hᵀ gives the reset gradient. The
+// persistent kernel keeps the slice's rows of U in shared memory for the whole sequence.
+// Weight gradients are not accumulated here: the caller forms them with large matmuls.
+#include <cooperative_groups.h>
+
+#include "gate_math.h"
+#include "gru_cuda_common.cuh"
+
+namespace gategru {
+namespace {
+
+using namespace cuda_detail;
+namespace cg = cooperative_groups;
+
+template <typename T>
+struct BackwardArgs {
+  GruBackwardParams<T> p;
+  const int64_t* first_valid;  // (B) or null without a mask
+  T* g_state;  // (B,H) dL/dh along the state path; owned by the unit's block
+  T* g_carry;  // (B,H) gradient of an output that later masked steps repeat
+  T* dhu;      // reset_after: (2,B,3H) gradient of h_prev·U + b, by step parity, so a
+               // stage writes step t's while other blocks still read step t+1's
+  int slice;
+  int kw;
+  int64_t rows_per_block;
+};
+
+// kStage: recurrent gradient from step t+1, then step t's pointwise gradients (t = -1:
+// the last stage, which finishes d_h0). kReset: reset_after=false's second phase.
+enum Phase { kStage, kReset };
+
+template <typename T, bool kResetAfter, int kPhase, typename Slice>
+__device__ __forceinline__ void backward_phase(const BackwardArgs<T>& a, const Slice& s,
+                                               int64_t t, int64_t j0, int wb, int64_t row0,
+                                               int64_t row1, T* red) {
+  const GruBackwardParams<T>& p = a.p;
+  const int64_t B = p.batch, H = p.units, time = p.time;
+  const SeqMask m{p.mask, a.first_valid, time};
+  auto h_prev = [&](int64_t b, int64_t jj) {
+    return m.started(b, t) ? p.h_seq[(b * time + t - 1) * H + jj] : p.h0[b * H + jj];
+  };
+
+  if constexpr (kPhase == kStage) {
+    // Step t+1's gradient w.r.t. h_t·U (+b): null rows (masked step, or none) add nothing.
+    auto next_rows = [&](int64_t b) -> const T* {
+      if (t + 1 >= time || !m.valid(b, t + 1)) return nullptr;
+      if constexpr (kResetAfter) return a.dhu + (((t + 1) & 1) * B + b) * 3 * H;
+      return p.d_xw + (b * time + t + 1) * 3 * H;  // its z and r blocks
+    };
+    auto pointwise = [&](int64_t b, int j, const T(&v)[1]) {
+      const int64_t jj = j0 + j, st = b * H + jj, off = (b * time + t) * H + jj;
+      const T g = load_cg(a.g_state + st) + v[0];
+      if (t < 0) {
+        p.d_h0[st] = g;
+        return;
+      }
+      T* dx = p.d_xw + (b * time + t) * 3 * H;
+      const T carry = load_cg(a.g_carry + st);
+      const T dh_out = load_or_zero(p.d_h_seq, off);
+      if (!m.valid(b, t)) {
+        // State carried: g passes through. The output repeated h_seq[t-1] (or was 0).
+        a.g_carry[st] = m.started(b, t) ? carry + dh_out : T(0);
+        a.g_state[st] = g;
+        dx[jj] = dx[H + jj] = dx[2 * H + jj] = T(0);
+        return;
+      }
+      const T dh = g + dh_out + carry;
+      a.g_carry[st] = T(0);
+      const T z = p.update[off], hc = p.candidate[off], hp = h_prev(b, jj);
+      StepGrads<T> sg;
+      if constexpr (kResetAfter) {
+        const T r = p.reset[off];
+        sg = step_grads_reset_after(dh, load_or_zero(p.d_update, off),
+                                    load_or_zero(p.d_reset, off),
+                                    load_or_zero(p.d_candidate, off), z, r, hc, hp,
+                                    p.hu_candidate[off]);
+        T* d = a.dhu + ((t & 1) * B + b) * 3 * H;
+        d[jj] = sg.da_z;
+        d[H + jj] = sg.da_r;
+        d[2 * H + jj] = sg.da_h * r;
+        dx[H + jj] = sg.da_r;
+      } else {
+        sg = step_grads_reset_before(dh, load_or_zero(p.d_update, off),
+                                     load_or_zero(p.d_candidate, off), z, hc, hp);
+      }
+      dx[jj] = sg.da_z;
+      dx[2 * H + jj] = sg.da_h;
+      a.g_state[st] = sg.dh_prev;
+    };
+    block_product<T, 0, kResetAfter ? 3 : 2, true>(row0, row1, H, wb, a.kw, s, red, next_rows,
+                                                   pointwise);
+  } else {
+    // d(r⊙h_prev) = da_h(t)·U_hᵀ; the reset gate's gradient and its share of dL/dh_prev.
+    block_product<T, 2, 1, true>(
+        row0, row1, H, wb, a.kw, s, red,
+        [&](int64_t b) -> const T* {
+          return m.valid(b, t) ? p.d_xw + (b * time + t) * 3 * H + 2 * H : nullptr;
+        },
+        [&](int64_t b, int j, const T(&v)[1]) {
+          if (!m.valid(b, t)) return;
+          const int64_t jj = j0 + j, st = b * H + jj, off = (b * time + t) * H + jj;
+          const T r = p.reset[off];
+          p.d_xw[(b * time + t) * 3 * H + H + jj] =
+              reset_grad_reset_before(v[0], load_or_zero(p.d_reset, off), r, h_prev(b, jj));
+          a.g_state[st] = load_cg(a.g_state + st) + v[0] * r;
+        });
+  }
+}
+
+template <typename T>
+__device__ int block_width(const BackwardArgs<T>& a, int64_t j0) {
+  return static_cast<int>(min(static_cast<int64_t>(a.slice), a.p.units - j0));
+}
+
+// The whole reverse sweep in one cooperative launch: block x owns units [x·slice, +slice).
+template <typename T, bool kResetAfter>
+__global__ void __launch_bounds__(kThreads, 1) backward_persistent(BackwardArgs<T> a) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int64_t H = a.p.units;
+  T* weights = reinterpret_cast<T*>(smem);
+  T* red = weights + H * SmemSlice<T>::kLd;
+  const int64_t j0 = static_cast<int64_t>(blockIdx.x) * a.slice;
+  const int wb = block_width(a, j0);
+  fill_smem_slice(weights, backward_slice(a.p.recurrent_kernel, H, j0, wb), H);
+  __syncthreads();
+  const SmemSlice<T> s{weights};
+  cg::grid_group grid = cg::this_grid();
+  for (int64_t t = a.p.time - 1; t >= -1; --t) {
+    backward_phase<T, kResetAfter, kStage>(a, s, t, j0, wb, 0, a.p.batch, red);
+    if (t < 0) break;
+    grid.sync();  // step t's gradients of every unit
+    if constexpr (!kResetAfter) {
+      backward_phase<T, false, kReset>(a, s, t, j0, wb, 0, a.p.batch, red);
+      grid.sync();
+    }
+  }
+}
+
+// One phase of one step; block (x, y) owns units [x·slice, +slice) of rows [y·rpb, +rpb).
+template <typename T, bool kResetAfter, int kPhase>
+__global__ void __launch_bounds__(kThreads, 1) backward_step(BackwardArgs<T> a, int64_t t) {
+  __shared__ __align__(16) unsigned char red_bytes[cuda_launch::kReduceSmemBytes<T>];
+  const int64_t H = a.p.units;
+  const int64_t j0 = static_cast<int64_t>(blockIdx.x) * a.slice;
+  const int wb = block_width(a, j0);
+  const int64_t row0 = static_cast<int64_t>(blockIdx.y) * a.rows_per_block;
+  const int64_t row1 = min(a.p.batch, row0 + a.rows_per_block);
+  backward_phase<T, kResetAfter, kPhase>(a, backward_slice(a.p.recurrent_kernel, H, j0, wb), t,
+                                         j0, wb, row0, row1, reinterpret_cast<T*>(red_bytes));
+}
+
+template <typename T>
+struct BackwardScratch {
+  int64_t* first_valid = nullptr;
+  T* g_state = nullptr;
+  T* g_carry = nullptr;
+  T* dhu = nullptr;
+};
+
+template <typename T>
+size_t carve_backward(const GruBackwardParams<T>& p, void* base, BackwardScratch<T>* w) {
+  Carver c(base);
+  if (p.mask) w->first_valid = c.take<int64_t>(p.batch);
+  w->g_state = c.take<T>(p.batch * p.units);
+  w->g_carry = c.take<T>(p.batch * p.units);
+  if (p.reset_after) w->dhu = c.take<T>(2 * p.batch * 3 * p.units);
+  return c.bytes();
+}
+
+template <typename T>
+const void* persistent_kernel(bool reset_after) {
+  return reset_after ? reinterpret_cast<const void*>(&backward_persistent<T, true>)
+                     : reinterpret_cast<const void*>(&backward_persistent<T, false>);
+}
+
+}  // namespace
+
+template <typename T>
+size_t gru_backward_cuda_workspace(const GruBackwardParams<T>& p) {
+  BackwardScratch<T> unused;
+  return carve_backward(p, nullptr, &unused);
+}
+
+template <typename T>
+int gru_backward_cuda(const GruBackwardParams<T>& p, void* stream_ptr, void* workspace,
+                      size_t workspace_bytes, CudaPath path) {
+  if (p.batch <= 0 || p.units <= 0) return cudaSuccess;
+  const cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+  BackwardScratch<T> w;
+  const size_t need = carve_backward(p, workspace, &w);
+  if (need > workspace_bytes || workspace == nullptr) return cudaErrorInvalidValue;
+  CudaLaunchPlan plan;
+  CHECK_CUDA(plan_launch<T>(persistent_kernel<T>(p.reset_after), p.batch, p.units, path, &plan));
+  BackwardArgs<T> a{p,        w.first_valid,      w.g_state,          w.g_carry,
+                    w.dhu,    plan.slice_width,   plan.warps_per_row, plan.rows_per_block};
+  const size_t state_bytes = sizeof(T) * p.batch * p.units;
+  if (p.d_h_last) {
+    CHECK_CUDA(cudaMemcpyAsync(w.g_state, p.d_h_last, state_bytes, cudaMemcpyDeviceToDevice,
+                               stream));
+  } else {
+    CHECK_CUDA(cudaMemsetAsync(w.g_state, 0, state_bytes, stream));
+  }
+  CHECK_CUDA(cudaMemsetAsync(w.g_carry, 0, state_bytes, stream));
+  if (p.mask) CHECK_CUDA(launch_first_valid(p.mask, p.batch, p.time, w.first_valid, stream));
+  if (plan.persistent) {
+    void* args[] = {&a};
+    CHECK_CUDA(cudaLaunchCooperativeKernel(persistent_kernel<T>(p.reset_after),
+                                           dim3(static_cast<unsigned>(plan.blocks_x)),
+                                           dim3(kThreads), args, plan.smem_bytes, stream));
+    return cudaSuccess;
+  }
+  const dim3 grid(static_cast<unsigned>(plan.blocks_x), static_cast<unsigned>(plan.blocks_y));
+  for (int64_t t = p.time - 1; t >= -1; --t) {
+    if (p.reset_after) {
+      backward_step<T, true, kStage><<<grid, kThreads, 0, stream>>>(a, t);
+    } else {
+      backward_step<T, false, kStage><<<grid, kThreads, 0, stream>>>(a, t);
+      if (t >= 0) backward_step<T, false, kReset><<<grid, kThreads, 0, stream>>>(a, t);
+    }
+    CHECK_CUDA_LAUNCH();
+  }
+  return cudaSuccess;
+}
+
+namespace cuda_detail {
+template <typename T>
+const void* backward_persistent_kernel(bool reset_after) {
+  return persistent_kernel<T>(reset_after);
+}
+}  // namespace cuda_detail
+
+#define GATEGRU_INSTANTIATE(T)                                                                 \
+  template size_t gru_backward_cuda_workspace<T>(const GruBackwardParams<T>&);                 \
+  template int gru_backward_cuda<T>(const GruBackwardParams<T>&, void*, void*, size_t,         \
+                                    CudaPath);                                                 \
+  template const void* cuda_detail::backward_persistent_kernel<T>(bool);
+GATEGRU_INSTANTIATE(float)
+GATEGRU_INSTANTIATE(double)
+#undef GATEGRU_INSTANTIATE
+
+}  // namespace gategru

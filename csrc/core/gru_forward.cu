@@ -1,0 +1,236 @@
+// CUDA forward: the CPU kernel's semantics (gru_forward_cpu.cc) with one block per slice
+// of hidden units. The persistent kernel keeps the slice's columns of U in shared memory
+// for the whole sequence and meets the other blocks at a grid barrier after every phase;
+// the per-step kernels run the same phase code with U read from global memory (L2).
+#include <cooperative_groups.h>
+
+#include "gate_math.h"
+#include "gru_cuda_common.cuh"
+
+namespace gategru {
+namespace {
+
+using namespace cuda_detail;
+namespace cg = cooperative_groups;
+
+template <typename T>
+struct ForwardArgs {
+  GruForwardParams<T> p;
+  const int64_t* first_valid;  // (B) or null without a mask
+  T* z_tmp;                    // (B,H) reset_after=false: z from phase 1 to phase 2
+  T* rh_tmp;                   // (B,H) reset_after=false: r⊙h_prev, read by every block
+  int slice;                   // units per block
+  int kw;                      // warps per row group
+  int64_t rows_per_block;      // batch rows per block (grid.y)
+};
+
+// kAll: reset_after's single phase. kZR, kCand: reset_after=false's two phases (z, r and
+// r⊙h_prev; then the candidate, whose product needs r⊙h_prev of every unit).
+enum Phase { kAll, kZR, kCand };
+
+template <typename T>
+__device__ void write_gates(const GruForwardParams<T>& p, int64_t off, T z, T r, T hc) {
+  if (p.update) p.update[off] = z;
+  if (p.reset) p.reset[off] = r;
+  if (p.candidate) p.candidate[off] = hc;
+}
+
+// One phase of step t for the block's units [j0, j0+wb) and rows [row0, row1).
+template <typename T, int kPhase, typename Slice>
+__device__ __forceinline__ void forward_phase(const ForwardArgs<T>& a, const Slice& s, int64_t t,
+                                              int64_t j0, int wb, int64_t row0, int64_t row1,
+                                              T* red) {
+  const GruForwardParams<T>& p = a.p;
+  const int64_t H = p.units, time = p.time;
+  const SeqMask m{p.mask, a.first_valid, time};
+  const T* bias = p.recurrent_bias;
+  // The state step t starts from (sequence_layout.h's h_prev).
+  auto h_prev = [&](int64_t b) -> const T* {
+    return m.started(b, t) ? p.h_seq + (b * time + t - 1) * H : p.h0 + b * H;
+  };
+  auto finish = [&](int64_t b, int64_t jj, int64_t off, T h) {
+    p.h_seq[off] = h;
+    if (t == time - 1) p.h_last[b * H + jj] = h;
+  };
+  // A masked step repeats the previous output (0 before the first unmasked step), carries
+  // the state and has zero gates; it is written in the step's last phase.
+  auto masked = [&](int64_t b, int64_t jj, int64_t off) {
+    const T carried = m.started(b, t) ? load_cg(p.h_seq + off - H) : T(0);
+    p.h_seq[off] = carried;
+    write_gates(p, off, T(0), T(0), T(0));
+    if (p.hu_candidate) p.hu_candidate[off] = T(0);
+    if (t == time - 1) p.h_last[b * H + jj] = m.any_valid(b) ? carried : p.h0[b * H + jj];
+  };
+  auto state_rows = [&](int64_t b) -> const T* { return m.valid(b, t) ? h_prev(b) : nullptr; };
+
+  if constexpr (kPhase == kAll) {
+    block_product<T, 0, 3, false>(
+        row0, row1, H, wb, a.kw, s, red, state_rows, [&](int64_t b, int j, const T(&v)[3]) {
+          const int64_t jj = j0 + j, off = (b * time + t) * H + jj;
+          if (!m.valid(b, t)) return masked(b, jj, off);
+          const T* x = p.xw + (b * time + t) * 3 * H;
+          const T uh = v[2] + bias[2 * H + jj];
+          const GateValues<T> g = gates_reset_after(x[jj], x[H + jj], x[2 * H + jj],
+                                                    v[0] + bias[jj], v[1] + bias[H + jj], uh);
+          finish(b, jj, off, mix_state(g.z, load_cg(h_prev(b) + jj), g.hc));
+          write_gates(p, off, g.z, g.r, g.hc);
+          if (p.hu_candidate) p.hu_candidate[off] = uh;
+        });
+  } else if constexpr (kPhase == kZR) {
+    block_product<T, 0, 2, false>(
+        row0, row1, H, wb, a.kw, s, red, state_rows, [&](int64_t b, int j, const T(&v)[2]) {
+          if (!m.valid(b, t)) return;
+          const int64_t jj = j0 + j, off = (b * time + t) * H + jj;
+          const T* x = p.xw + (b * time + t) * 3 * H;
+          const T z = sigmoid(x[jj] + v[0] + bias[jj]);
+          const T r = sigmoid(x[H + jj] + v[1] + bias[H + jj]);
+          a.z_tmp[b * H + jj] = z;
+          a.rh_tmp[b * H + jj] = r * load_cg(h_prev(b) + jj);
+          if (p.reset) p.reset[off] = r;
+        });
+  } else {
+    block_product<T, 2, 1, false>(
+        row0, row1, H, wb, a.kw, s, red,
+        [&](int64_t b) -> const T* { return m.valid(b, t) ? a.rh_tmp + b * H : nullptr; },
+        [&](int64_t b, int j, const T(&v)[1]) {
+          const int64_t jj = j0 + j, off = (b * time + t) * H + jj;
+          if (!m.valid(b, t)) return masked(b, jj, off);
+          const T* x = p.xw + (b * time + t) * 3 * H;
+          const T z = load_cg(a.z_tmp + b * H + jj);
+          const T hc = tanh_act(x[2 * H + jj] + v[0] + bias[2 * H + jj]);
+          finish(b, jj, off, mix_state(z, load_cg(h_prev(b) + jj), hc));
+          if (p.update) p.update[off] = z;
+          if (p.candidate) p.candidate[off] = hc;
+        });
+  }
+}
+
+template <typename T>
+__device__ int block_width(const ForwardArgs<T>& a, int64_t j0) {
+  return static_cast<int>(min(static_cast<int64_t>(a.slice), a.p.units - j0));
+}
+
+// The whole sequence in one cooperative launch: block x owns units [x·slice, +slice).
+template <typename T, bool kResetAfter>
+__global__ void __launch_bounds__(kThreads, 1) forward_persistent(ForwardArgs<T> a) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int64_t H = a.p.units;
+  T* weights = reinterpret_cast<T*>(smem);
+  T* red = weights + H * SmemSlice<T>::kLd;
+  const int64_t j0 = static_cast<int64_t>(blockIdx.x) * a.slice;
+  const int wb = block_width(a, j0);
+  fill_smem_slice(weights, forward_slice(a.p.recurrent_kernel, H, j0, wb), H);
+  __syncthreads();
+  const SmemSlice<T> s{weights};
+  cg::grid_group grid = cg::this_grid();
+  for (int64_t t = 0; t < a.p.time; ++t) {
+    if constexpr (kResetAfter) {
+      forward_phase<T, kAll>(a, s, t, j0, wb, 0, a.p.batch, red);
+    } else {
+      forward_phase<T, kZR>(a, s, t, j0, wb, 0, a.p.batch, red);
+      grid.sync();  // r⊙h_prev of every unit
+      forward_phase<T, kCand>(a, s, t, j0, wb, 0, a.p.batch, red);
+    }
+    if (t + 1 < a.p.time) grid.sync();  // h_t of every unit
+  }
+}
+
+// One phase of one step; block (x, y) owns units [x·slice, +slice) of rows [y·rpb, +rpb).
+template <typename T, int kPhase>
+__global__ void __launch_bounds__(kThreads, 1) forward_step(ForwardArgs<T> a, int64_t t) {
+  __shared__ __align__(16) unsigned char red_bytes[cuda_launch::kReduceSmemBytes<T>];
+  const int64_t H = a.p.units;
+  const int64_t j0 = static_cast<int64_t>(blockIdx.x) * a.slice;
+  const int wb = block_width(a, j0);
+  const int64_t row0 = static_cast<int64_t>(blockIdx.y) * a.rows_per_block;
+  const int64_t row1 = min(a.p.batch, row0 + a.rows_per_block);
+  forward_phase<T, kPhase>(a, forward_slice(a.p.recurrent_kernel, H, j0, wb), t, j0, wb, row0,
+                           row1, reinterpret_cast<T*>(red_bytes));
+}
+
+template <typename T>
+struct ForwardScratch {
+  int64_t* first_valid = nullptr;
+  T* z_tmp = nullptr;
+  T* rh_tmp = nullptr;
+};
+
+template <typename T>
+size_t carve_forward(const GruForwardParams<T>& p, void* base, ForwardScratch<T>* w) {
+  Carver c(base);
+  if (p.mask) w->first_valid = c.take<int64_t>(p.batch);
+  if (!p.reset_after) {
+    w->z_tmp = c.take<T>(p.batch * p.units);
+    w->rh_tmp = c.take<T>(p.batch * p.units);
+  }
+  return c.bytes();
+}
+
+template <typename T>
+const void* persistent_kernel(bool reset_after) {
+  return reset_after ? reinterpret_cast<const void*>(&forward_persistent<T, true>)
+                     : reinterpret_cast<const void*>(&forward_persistent<T, false>);
+}
+
+}  // namespace
+
+template <typename T>
+size_t gru_forward_cuda_workspace(const GruForwardParams<T>& p) {
+  ForwardScratch<T> unused;
+  return carve_forward(p, nullptr, &unused);
+}
+
+template <typename T>
+int gru_forward_cuda(const GruForwardParams<T>& p, void* stream_ptr, void* workspace,
+                     size_t workspace_bytes, CudaPath path) {
+  if (p.batch <= 0 || p.units <= 0) return cudaSuccess;
+  const cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+  if (p.time == 0) {  // no step: the last state is h0
+    CHECK_CUDA(cudaMemcpyAsync(p.h_last, p.h0, sizeof(T) * p.batch * p.units,
+                               cudaMemcpyDeviceToDevice, stream));
+    return cudaSuccess;
+  }
+  ForwardScratch<T> w;
+  const size_t need = carve_forward(p, workspace, &w);
+  if (need > workspace_bytes || (need > 0 && workspace == nullptr)) return cudaErrorInvalidValue;
+  CudaLaunchPlan plan;
+  CHECK_CUDA(plan_launch<T>(persistent_kernel<T>(p.reset_after), p.batch, p.units, path, &plan));
+  ForwardArgs<T> a{p, w.first_valid, w.z_tmp, w.rh_tmp, plan.slice_width, plan.warps_per_row,
+                   plan.rows_per_block};
+  if (p.mask) CHECK_CUDA(launch_first_valid(p.mask, p.batch, p.time, w.first_valid, stream));
+  if (plan.persistent) {
+    void* args[] = {&a};
+    CHECK_CUDA(cudaLaunchCooperativeKernel(persistent_kernel<T>(p.reset_after),
+                                           dim3(static_cast<unsigned>(plan.blocks_x)),
+                                           dim3(kThreads), args, plan.smem_bytes, stream));
+    return cudaSuccess;
+  }
+  const dim3 grid(static_cast<unsigned>(plan.blocks_x), static_cast<unsigned>(plan.blocks_y));
+  for (int64_t t = 0; t < p.time; ++t) {
+    if (p.reset_after) {
+      forward_step<T, kAll><<<grid, kThreads, 0, stream>>>(a, t);
+    } else {
+      forward_step<T, kZR><<<grid, kThreads, 0, stream>>>(a, t);
+      forward_step<T, kCand><<<grid, kThreads, 0, stream>>>(a, t);
+    }
+    CHECK_CUDA_LAUNCH();
+  }
+  return cudaSuccess;
+}
+
+namespace cuda_detail {
+template <typename T>
+const void* forward_persistent_kernel(bool reset_after) {
+  return persistent_kernel<T>(reset_after);
+}
+}  // namespace cuda_detail
+
+#define GATEGRU_INSTANTIATE(T)                                                               \
+  template size_t gru_forward_cuda_workspace<T>(const GruForwardParams<T>&);                 \
+  template int gru_forward_cuda<T>(const GruForwardParams<T>&, void*, void*, size_t, CudaPath); \
+  template const void* cuda_detail::forward_persistent_kernel<T>(bool);
+GATEGRU_INSTANTIATE(float)
+GATEGRU_INSTANTIATE(double)
+#undef GATEGRU_INSTANTIATE
+
+}  // namespace gategru
