@@ -10,6 +10,18 @@ from gategru import _kernels
 from gategru.reference import gru_sequence_reference
 
 OUTPUTS = ("h_seq", "h_last", "update", "reset", "candidate")
+ISA_ORDER = ["baseline", "avx2", "avx512"]
+BEST_ISA = _kernels.cpu_isa()
+
+
+@pytest.fixture(params=ISA_ORDER)
+def isa(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test once per instruction set the CPU has, each through its own kernels."""
+    if ISA_ORDER.index(request.param) > ISA_ORDER.index(BEST_ISA):
+        pytest.skip(f"this CPU has no {request.param} (best: {BEST_ISA})")
+    monkeypatch.setenv("GATEGRU_CPU_ISA", request.param)
+    assert _kernels.cpu_isa() == request.param
+    return request.param
 
 
 def random_problem(rng: np.random.Generator, batch: int, time: int, units: int) -> dict:
@@ -26,7 +38,7 @@ def random_problem(rng: np.random.Generator, batch: int, time: int, units: int) 
 @pytest.mark.parametrize(("batch", "time", "units", "threads"), [
     (1, 23, 5, 1), (7, 13, 33, 2), (5, 9, 97, 2), (3, 1, 130, 0),
 ])
-def test_forward_matches_oracle(rng, reset_after, mask_kind, batch, time, units, threads):
+def test_forward_matches_oracle(isa, rng, reset_after, mask_kind, batch, time, units, threads):
     prob = random_problem(rng, batch, time, units)
     mask = random_mask(rng, batch, time, mask_kind)
     ref = gru_sequence_reference(**prob, mask=mask, reset_after=reset_after)
@@ -54,7 +66,7 @@ def _loss_and_weights(rng, ref):
 @pytest.mark.parametrize("reset_after", [True, False])
 @pytest.mark.parametrize("mask_kind", ["none", "holes"])
 @pytest.mark.parametrize(("batch", "time", "units", "threads"), [(3, 11, 6, 1), (4, 7, 37, 2)])
-def test_backward_matches_finite_differences(rng, reset_after, mask_kind, batch, time, units,
+def test_backward_matches_finite_differences(isa, rng, reset_after, mask_kind, batch, time, units,
                                              threads):
     """Directional derivatives of a loss on every output, gates included."""
     prob = random_problem(rng, batch, time, units)
@@ -95,7 +107,7 @@ def test_bad_shapes_name_the_argument(rng):
         _kernels.forward(**dict(prob, xw=prob["xw"].astype(np.float16)))
 
 
-def test_nan_stays_in_its_row_and_huge_inputs_saturate(rng):
+def test_nan_stays_in_its_row_and_huge_inputs_saturate(isa, rng):
     prob = random_problem(rng, 4, 10, 8)
     prob["xw"][1, 3, 5] = np.nan
     prob["xw"][2] *= 1e30  # saturates every gate of row 2

@@ -11,12 +11,14 @@ std::string cuda_version_str(int v) {
 }
 
 std::string driver_hint() {
-  int runtime = 0;
+  int runtime = 0, driver = 0;
   cudaRuntimeGetVersion(&runtime);
-  return " This library was built with CUDA " + cuda_version_str(runtime) +
-         ", whose code needs an NVIDIA driver of that CUDA version or newer (R580+ for "
-         "CUDA 13): update the driver, or rebuild gategru with the CUDA toolkit the "
-         "driver supports (nvidia-smi shows it).";
+  cudaDriverGetVersion(&driver);
+  if (driver == 0) return " No NVIDIA driver was found (libcuda.so.1): no GPU here, or no driver.";
+  return " The driver supports CUDA " + cuda_version_str(driver) +
+         "; this library was built with CUDA " + cuda_version_str(runtime) +
+         ", whose code needs a driver of that CUDA version or newer (R580+ for CUDA 13): "
+         "update the driver, or rebuild gategru with the toolkit the driver supports.";
 }
 
 }  // namespace
@@ -36,9 +38,11 @@ CudaSupport cuda_support() {
   const cudaError_t err = cudaGetDeviceCount(&s.device_count);
   if (err != cudaSuccess) {
     s.device_count = 0;
-    if (err == cudaErrorInsufficientDriver) {
-      s.message = "the NVIDIA driver is too old: it supports CUDA " +
-                  cuda_version_str(s.driver_version) + "." + driver_hint() +
+    if (err == cudaErrorInsufficientDriver && s.driver_version == 0) {
+      s.message = "no NVIDIA driver found (libcuda.so.1 could not be loaded): this machine "
+                  "has no GPU or no driver (cudaErrorInsufficientDriver, code 35)";
+    } else if (err == cudaErrorInsufficientDriver) {
+      s.message = "the NVIDIA driver is too old." + driver_hint() +
                   " (cudaErrorInsufficientDriver, code 35)";
     } else if (err == cudaErrorNoDevice) {
       s.message = "no CUDA device is visible (cudaErrorNoDevice)";

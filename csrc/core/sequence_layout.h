@@ -1,33 +1,50 @@
-// Indexing shared by the CPU forward and backward kernels: where a (row, step) lives,
-// which steps are masked, and which tensor holds the state a step starts from.
+// Indexing and work splitting shared by the CPU forward and backward kernels: where a
+// (row, step) lives, which steps are masked, which tensor holds the state a step starts
+// from, and how a step is cut into chunks for the workers.
 #pragma once
-#include <algorithm>
 #include <cstdint>
-#include <vector>
 
 namespace gategru {
+namespace {  // internal linkage: see gate_math.h
 
-constexpr int64_t kMaxUnitBlock = 64;
+inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Splits work into (row block × unit block) chunks.
+// One step's recurrent product below ~256k multiply-adds takes a few microseconds on one
+// core: a barrier per step between threads costs about what it saves.
+inline bool worth_threads(int64_t batch, int64_t units) {
+  return batch * 3 * units * units >= (int64_t{1} << 18);
+}
+
+// A chunk is a range of row groups × one block of `lanes` units. Unit blocks come first
+// (each worker's slice of the recurrent kernel stays in its cache); rows are split only
+// when there are too few unit blocks to go round.
 struct Blocking {
-  int64_t row_block, unit_block, row_blocks, unit_blocks;
-  int64_t chunks() const { return row_blocks * unit_blocks; }
+  int64_t unit_blocks, row_groups, groups_per_chunk, row_chunks;
+  int64_t chunks() const { return unit_blocks * row_chunks; }
 };
 
-// Unit blocks of at most 64 keep three accumulator rows on the stack; enough chunks
-// to give every worker work, but not so many that the per-chunk overhead shows.
-inline Blocking choose_blocking(int64_t batch, int64_t units, int workers) {
+inline Blocking choose_blocking(int64_t batch, int64_t units, int64_t lanes, int64_t rows_per_group,
+                                int workers) {
   Blocking b{};
-  const int64_t min_unit_blocks = (units + kMaxUnitBlock - 1) / kMaxUnitBlock;
-  const int64_t wanted = std::max<int64_t>(1, 2 * static_cast<int64_t>(workers));
-  b.unit_blocks = std::max(min_unit_blocks, std::min<int64_t>(wanted, (units + 15) / 16));
-  b.unit_block = (units + b.unit_blocks - 1) / b.unit_blocks;
-  b.unit_blocks = (units + b.unit_block - 1) / b.unit_block;
-  b.row_blocks = std::max<int64_t>(1, std::min<int64_t>(batch, wanted / b.unit_blocks));
-  b.row_block = (batch + b.row_blocks - 1) / b.row_blocks;
-  b.row_blocks = (batch + b.row_block - 1) / b.row_block;
+  b.unit_blocks = ceil_div(units, lanes);
+  b.row_groups = ceil_div(batch, rows_per_group);
+  const int64_t wanted = workers > 1 ? 4 * int64_t{workers} : 1;
+  b.row_chunks = min64(b.row_groups, max64(1, ceil_div(wanted, b.unit_blocks)));
+  b.groups_per_chunk = ceil_div(b.row_groups, b.row_chunks);
+  b.row_chunks = ceil_div(b.row_groups, b.groups_per_chunk);
   return b;
+}
+
+// First unmasked step of every row (time if none); the caller owns the buffer.
+inline void find_first_valid(const bool* mask, int64_t batch, int64_t time, int64_t* first) {
+  for (int64_t r = 0; r < batch; ++r) {
+    int64_t s = 0;
+    if (mask)
+      while (s < time && !mask[r * time + s]) ++s;
+    first[r] = s;
+  }
 }
 
 template <typename T>
@@ -36,17 +53,8 @@ struct SequenceLayout {
   const bool* mask;
   const T* h0;
   const T* h_seq;
-  std::vector<int64_t> first_valid;  // first unmasked step of each row (time if none)
+  const int64_t* first_valid;
 
-  SequenceLayout(int64_t b, int64_t t, int64_t u, const bool* m, const T* h0_, const T* hs)
-      : batch(b), time(t), units(u), mask(m), h0(h0_), h_seq(hs), first_valid(b, 0) {
-    if (!mask) return;
-    for (int64_t r = 0; r < batch; ++r) {
-      int64_t s = 0;
-      while (s < time && !mask[r * time + s]) ++s;
-      first_valid[r] = s;
-    }
-  }
   bool valid(int64_t b, int64_t t) const { return !mask || mask[b * time + t]; }
   int64_t row(int64_t b, int64_t t) const { return b * time + t; }
   // The state step t starts from: h0 until the row's first unmasked step has run, then
@@ -60,4 +68,5 @@ struct SequenceLayout {
   }
 };
 
+}  // namespace
 }  // namespace gategru

@@ -6,9 +6,13 @@
 #include <stdexcept>
 #include <string>
 
+#include "../core/cpu_isa.h"
 #include "../core/gru_cpu.h"
 #include "../core/shape_check.h"
 #include "thread_workers.h"
+#ifdef GATEGRU_WITH_CUDA
+#include "cuda_bindings.h"
+#endif
 
 namespace py = pybind11;
 using gategru::Shape;
@@ -173,6 +177,10 @@ py::tuple backward_any(const py::object& h0, const py::object& u, const py::obje
 
 PYBIND11_MODULE(_kernels, m) {
   m.doc() = "gategru's framework-free GRU kernels over numpy (no TensorFlow needed).";
+  m.def(
+      "cpu_isa", [] { return gategru::cpu_isa_name(gategru::selected_cpu_isa()); },
+      "The instruction set the CPU kernels run with now (avx512, avx2 or baseline); "
+      "GATEGRU_CPU_ISA=avx2|baseline asks for a lower one.");
   m.def("forward", &forward_any, py::arg("xw"), py::arg("h0"), py::arg("recurrent_kernel"),
         py::arg("recurrent_bias"), py::arg("mask") = py::none(), py::arg("reset_after") = true,
         py::arg("with_gates") = true, py::arg("threads") = 0,
@@ -191,4 +199,11 @@ PYBIND11_MODULE(_kernels, m) {
         "Backward of forward(): returns (d_xw (B,T,3H), d_h0 (B,H)), d_xw being the "
         "gradient of the pre-activations. Weight gradients are sums over time that the "
         "caller forms with matmuls. h_seq's dtype is the compute dtype.");
+#ifdef GATEGRU_WITH_CUDA
+  gategru::register_cuda_bindings(m);
+#else
+  m.def("cuda_available", [] {
+    return py::make_tuple(false, "gategru was built without CUDA (no nvcc, or GATEGRU_CUDA=OFF)");
+  }, "(available, message): always False here; this build has no CUDA kernels.");
+#endif
 }

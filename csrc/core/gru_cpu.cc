@@ -1,0 +1,121 @@
+// The CPU entry points: allocate the kernels' scratch memory, decide whether threads pay
+// off, and run the kernels built for the best instruction set this CPU has.
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "cpu_isa.h"
+#include "gru_cpu.h"
+#include "sequence_layout.h"
+
+namespace gategru {
+namespace {
+
+constexpr int64_t kUnitPadding = 16;  // panels are padded for the widest vector (16 floats)
+
+CpuIsa best_cpu_isa() {
+#if defined(__x86_64__) && defined(GATEGRU_HAVE_AVX512)
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma")) return CpuIsa::avx512;
+#endif
+#if defined(__x86_64__) && defined(GATEGRU_HAVE_AVX2)
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return CpuIsa::avx2;
+#endif
+  return CpuIsa::baseline;
+}
+
+template <typename T>
+struct OwnedWorkspace {
+  std::vector<int64_t> first_valid;
+  std::vector<T> panels, rows_a, rows_b, dhu;
+  CpuWorkspace<T> view() {
+    return {first_valid.data(), panels.data(), rows_a.data(), rows_b.data(), dhu.data()};
+  }
+};
+
+template <typename T>
+OwnedWorkspace<T> make_workspace(int64_t batch, int64_t time, int64_t units, const bool* mask,
+                                 bool rows, bool dhu) {
+  OwnedWorkspace<T> w;
+  w.first_valid.resize(batch);
+  find_first_valid(mask, batch, time, w.first_valid.data());
+  w.panels.resize(ceil_div(units, kUnitPadding) * kUnitPadding * 3 * units);
+  if (rows) {
+    w.rows_a.resize(batch * units);
+    w.rows_b.resize(batch * units);
+  }
+  if (dhu) w.dhu.resize(2 * batch * 3 * units);
+  return w;
+}
+
+const Workers& pick_workers(int64_t batch, int64_t units, const Workers& pool) {
+  static const SerialWorkers serial;
+  return worth_threads(batch, units) ? pool : serial;
+}
+
+}  // namespace
+
+CpuIsa selected_cpu_isa() {
+  const CpuIsa best = best_cpu_isa();
+  const char* env = std::getenv("GATEGRU_CPU_ISA");
+  if (!env) return best;
+  CpuIsa wanted = best;
+  if (std::strcmp(env, "baseline") == 0) wanted = CpuIsa::baseline;
+  if (std::strcmp(env, "avx2") == 0) wanted = CpuIsa::avx2;
+  return wanted < best ? wanted : best;  // never one the CPU lacks
+}
+
+const char* cpu_isa_name(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::avx512:
+      return "avx512";
+    case CpuIsa::avx2:
+      return "avx2";
+    default:
+      return "baseline";
+  }
+}
+
+template <typename T>
+void gru_forward_cpu(const GruForwardParams<T>& p, const Workers& workers) {
+  if (p.batch == 0 || p.units == 0) return;
+  auto ws = make_workspace<T>(p.batch, p.time, p.units, p.mask, !p.reset_after, false);
+  const Workers& w = pick_workers(p.batch, p.units, workers);
+  switch (selected_cpu_isa()) {
+#if defined(GATEGRU_HAVE_AVX512)
+    case CpuIsa::avx512:
+      return avx512::forward(p, ws.view(), w);
+#endif
+#if defined(GATEGRU_HAVE_AVX2)
+    case CpuIsa::avx2:
+      return avx2::forward(p, ws.view(), w);
+#endif
+    default:
+      return baseline::forward(p, ws.view(), w);
+  }
+}
+
+template <typename T>
+void gru_backward_cpu(const GruBackwardParams<T>& p, const Workers& workers) {
+  if (p.batch == 0 || p.units == 0) return;
+  auto ws = make_workspace<T>(p.batch, p.time, p.units, p.mask, true, p.reset_after);
+  const Workers& w = pick_workers(p.batch, p.units, workers);
+  switch (selected_cpu_isa()) {
+#if defined(GATEGRU_HAVE_AVX512)
+    case CpuIsa::avx512:
+      return avx512::backward(p, ws.view(), w);
+#endif
+#if defined(GATEGRU_HAVE_AVX2)
+    case CpuIsa::avx2:
+      return avx2::backward(p, ws.view(), w);
+#endif
+    default:
+      return baseline::backward(p, ws.view(), w);
+  }
+}
+
+template void gru_forward_cpu<float>(const GruForwardParams<float>&, const Workers&);
+template void gru_forward_cpu<double>(const GruForwardParams<double>&, const Workers&);
+template void gru_backward_cpu<float>(const GruBackwardParams<float>&, const Workers&);
+template void gru_backward_cpu<double>(const GruBackwardParams<double>&, const Workers&);
+
+}  // namespace gategru

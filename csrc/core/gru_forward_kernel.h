@@ -1,0 +1,157 @@
+// CPU forward for one instruction set (included by the gru_cpu_<isa>.cc files).
+// One stage per step (two with reset_after=false); a chunk computes the recurrent product
+// for its rows and block of units in registers, then finishes their gates in the same
+// pass and writes h, z, r, h̃ straight to the outputs.
+#pragma once
+#include "cpu_workspace.h"
+#include "gru_params.h"
+#include "panel_product.h"
+#include "parallel.h"
+#include "sequence_layout.h"
+
+namespace gategru {
+namespace {  // internal linkage: see gate_math.h
+
+template <typename T, int W, int R>
+struct ForwardKernel {
+  using S = Simd<T, W>;
+  using V = typename S::V;
+
+  const GruForwardParams<T>& p;
+  const CpuWorkspace<T>& ws;
+  SequenceLayout<T> seq;
+  Blocking blk;
+  int64_t H;
+
+  ForwardKernel(const GruForwardParams<T>& params, const CpuWorkspace<T>& w, int workers)
+      : p(params),
+        ws(w),
+        seq{p.batch, p.time, p.units, p.mask, p.h0, p.h_seq, w.first_valid},
+        blk(choose_blocking(p.batch, p.units, W, R, workers)),
+        H(p.units) {}
+
+  const T* panel(int64_t ub) const { return ws.panels + ub * H * 3 * W; }
+
+  void store_opt(T* base, int64_t off, V v, int64_t w) const {
+    if (base) store_n<S>(base + off, v, w);
+  }
+
+  // A masked step repeats the previous output, carries the state, and has zero gates.
+  void masked_step(int64_t b, int64_t t, int64_t j0, int64_t w) const {
+    const int64_t off = seq.row(b, t) * H + j0;
+    const T* carried = seq.carried_output(b, t);
+    const V h = carried ? load_n<S>(carried + j0, w) : V{};
+    store_n<S>(p.h_seq + off, h, w);
+    for (T* gate : {p.update, p.reset, p.candidate, p.hu_candidate}) store_opt(gate, off, V{}, w);
+  }
+
+  template <int Rows>
+  void rows_reset_after(int64_t t, int64_t b0, int64_t ub) const {
+    const T* hp[Rows];
+    for (int m = 0; m < Rows; ++m) hp[m] = seq.h_prev(b0 + m, t);
+    V acc[Rows][3];
+    panel_product<Rows, 3, S>(hp, 0, H, panel(ub), 3 * W, acc);
+    const int64_t j0 = ub * W, w = min64(W, H - j0);
+    const T* bias = p.recurrent_bias + j0;
+    const V bz = load_n<S>(bias, w), br = load_n<S>(bias + H, w), bh = load_n<S>(bias + 2 * H, w);
+    for (int m = 0; m < Rows; ++m) {
+      const int64_t b = b0 + m;
+      if (!seq.valid(b, t)) {
+        masked_step(b, t, j0, w);
+        continue;
+      }
+      const T* x = p.xw + seq.row(b, t) * 3 * H + j0;
+      const V uh = acc[m][2] + bh;
+      const GateValues<V> g = gates_reset_after(load_n<S>(x, w), load_n<S>(x + H, w),
+                                                load_n<S>(x + 2 * H, w), acc[m][0] + bz,
+                                                acc[m][1] + br, uh);
+      const int64_t off = seq.row(b, t) * H + j0;
+      store_n<S>(p.h_seq + off, mix_state(g.z, load_n<S>(hp[m] + j0, w), g.hc), w);
+      store_opt(p.update, off, g.z, w);
+      store_opt(p.reset, off, g.r, w);
+      store_opt(p.candidate, off, g.hc, w);
+      store_opt(p.hu_candidate, off, uh, w);
+    }
+  }
+
+  // reset_after=false, phase 1: z (kept in ws.rows_a), r and r⊙h_prev (ws.rows_b).
+  template <int Rows>
+  void rows_update_reset(int64_t t, int64_t b0, int64_t ub) const {
+    const T* hp[Rows];
+    for (int m = 0; m < Rows; ++m) hp[m] = seq.h_prev(b0 + m, t);
+    V acc[Rows][2];
+    panel_product<Rows, 2, S>(hp, 0, H, panel(ub), 3 * W, acc);
+    const int64_t j0 = ub * W, w = min64(W, H - j0);
+    const T* bias = p.recurrent_bias + j0;
+    const V bz = load_n<S>(bias, w), br = load_n<S>(bias + H, w);
+    for (int m = 0; m < Rows; ++m) {
+      const int64_t b = b0 + m;
+      if (!seq.valid(b, t)) continue;
+      const T* x = p.xw + seq.row(b, t) * 3 * H + j0;
+      const V z = sigmoid(load_n<S>(x, w) + acc[m][0] + bz);
+      const V r = sigmoid(load_n<S>(x + H, w) + acc[m][1] + br);
+      store_n<S>(ws.rows_a + b * H + j0, z, w);
+      store_n<S>(ws.rows_b + b * H + j0, r * load_n<S>(hp[m] + j0, w), w);
+      store_opt(p.reset, seq.row(b, t) * H + j0, r, w);
+    }
+  }
+
+  // reset_after=false, phase 2: h̃ = tanh(x_h + (r⊙h_prev)·U_h + b_h), then the state.
+  template <int Rows>
+  void rows_candidate(int64_t t, int64_t b0, int64_t ub) const {
+    const T* rh[Rows];
+    for (int m = 0; m < Rows; ++m) rh[m] = ws.rows_b + (b0 + m) * H;
+    V acc[Rows][1];
+    panel_product<Rows, 1, S>(rh, 0, H, panel(ub) + 2 * W, 3 * W, acc);
+    const int64_t j0 = ub * W, w = min64(W, H - j0);
+    const V bh = load_n<S>(p.recurrent_bias + 2 * H + j0, w);
+    for (int m = 0; m < Rows; ++m) {
+      const int64_t b = b0 + m;
+      if (!seq.valid(b, t)) {
+        masked_step(b, t, j0, w);
+        continue;
+      }
+      const int64_t off = seq.row(b, t) * H + j0;
+      const V x = load_n<S>(p.xw + seq.row(b, t) * 3 * H + 2 * H + j0, w);
+      const V hc = tanh_act(x + acc[m][0] + bh);
+      const V z = load_n<S>(ws.rows_a + b * H + j0, w);
+      store_n<S>(p.h_seq + off, mix_state(z, load_n<S>(seq.h_prev(b, t) + j0, w), hc), w);
+      store_opt(p.update, off, z, w);
+      store_opt(p.candidate, off, hc, w);
+    }
+  }
+
+  void run_chunk(int64_t stage, int64_t chunk) const {
+    const int64_t phases = p.reset_after ? 1 : 2;
+    const int64_t t = stage / phases, phase = stage % phases;
+    const int64_t ub = chunk % blk.unit_blocks, rc = chunk / blk.unit_blocks;
+    const int64_t g1 = min64(blk.row_groups, (rc + 1) * blk.groups_per_chunk);
+    for (int64_t g = rc * blk.groups_per_chunk; g < g1; ++g) {
+      const int64_t b0 = g * R;
+      with_rows<R>(min64(R, p.batch - b0), [&](auto rows) {
+        constexpr int n = decltype(rows)::value;
+        if (p.reset_after) {
+          rows_reset_after<n>(t, b0, ub);
+        } else if (phase == 0) {
+          rows_update_reset<n>(t, b0, ub);
+        } else {
+          rows_candidate<n>(t, b0, ub);
+        }
+      });
+    }
+  }
+
+  void run(const Workers& workers) const {
+    pack_forward_panels(p.recurrent_kernel, H, int64_t{W}, ws.panels);
+    const int64_t stages = p.time * (p.reset_after ? 1 : 2);
+    run_staged(workers, stages, blk.chunks(), [this](int64_t s, int64_t c) { run_chunk(s, c); });
+    for (int64_t b = 0; b < p.batch; ++b) {
+      const bool any_valid = seq.first_valid[b] < p.time;
+      const T* src = any_valid ? p.h_seq + seq.row(b, p.time - 1) * H : p.h0 + b * H;
+      for (int64_t j = 0; j < H; ++j) p.h_last[b * H + j] = src[j];
+    }
+  }
+};
+
+}  // namespace
+}  // namespace gategru

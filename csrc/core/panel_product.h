@@ -1,0 +1,83 @@
+// The CPU kernels' inner product: rows of activations times a packed panel of the
+// recurrent kernel, accumulated in vector registers (a small register-blocked GEMM).
+#pragma once
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "simd.h"
+
+namespace gategru {
+namespace {  // internal linkage: see gate_math.h
+
+// Forward panels: for each block of W units, H rows of [z | r | h] × W columns, so one
+// step's product for a block streams through memory once. Padded columns are 0.
+template <typename T>
+void pack_forward_panels(const T* U, int64_t H, int64_t W, T* panels) {
+  const int64_t blocks = (H + W - 1) / W;
+  for (int64_t ub = 0; ub < blocks; ++ub)
+    for (int64_t k = 0; k < H; ++k)
+      for (int64_t g = 0; g < 3; ++g)
+        for (int64_t j = 0; j < W; ++j) {
+          const int64_t unit = ub * W + j;
+          panels[((ub * H + k) * 3 + g) * W + j] = unit < H ? U[k * 3 * H + g * H + unit] : T(0);
+        }
+}
+
+// Backward panels: Uᵀ by blocks of W output units: 3H rows × W columns.
+template <typename T>
+void pack_backward_panels(const T* U, int64_t H, int64_t W, T* panels) {
+  const int64_t blocks = (H + W - 1) / W;
+  for (int64_t ub = 0; ub < blocks; ++ub)
+    for (int64_t i = 0; i < 3 * H; ++i)
+      for (int64_t j = 0; j < W; ++j) {
+        const int64_t unit = ub * W + j;
+        panels[(ub * 3 * H + i) * W + j] = unit < H ? U[unit * 3 * H + i] : T(0);
+      }
+}
+
+// acc[m][v] += Σ_k a[m][k] · panel[k·stride + v·W .. + W) for k in [k0, k1).
+template <int R, int NV, typename S, typename T>
+inline void panel_product(const T* const* a, int64_t k0, int64_t k1, const T* panel,
+                          int64_t stride, typename S::V (&acc)[R][NV]) {
+  using V = typename S::V;
+  for (int m = 0; m < R; ++m)
+    for (int v = 0; v < NV; ++v) acc[m][v] = V{};
+  for (int64_t k = k0; k < k1; ++k) {
+    const T* p = panel + k * stride;
+    V u[NV];
+    for (int v = 0; v < NV; ++v) u[v] = S::load(p + v * S::width);
+    for (int m = 0; m < R; ++m) {
+      const V am = S::bcast(a[m][k]);
+      for (int v = 0; v < NV; ++v) acc[m][v] += am * u[v];
+    }
+  }
+}
+
+// Calls f(std::integral_constant<int, r>) for the runtime row count r in [1, R]: row
+// groups are R rows except the last one.
+template <int R, typename F>
+inline void with_rows(int64_t rows, F&& f) {
+  if constexpr (R > 1) {
+    if (rows < R) return with_rows<R - 1>(rows, f);
+  }
+  f(std::integral_constant<int, R>{});
+}
+
+// Partial vector loads and stores for the last, narrower unit block.
+template <typename S, typename T>
+inline typename S::V load_n(const T* p, int64_t n) {
+  if (n == S::width) return S::load(p);
+  typename S::V v{};
+  std::memcpy(&v, p, n * sizeof(T));
+  return v;
+}
+
+template <typename S, typename T>
+inline void store_n(T* p, typename S::V v, int64_t n) {
+  if (n == S::width) return S::store(p, v);
+  std::memcpy(p, &v, n * sizeof(T));
+}
+
+}  // namespace
+}  // namespace gategru
