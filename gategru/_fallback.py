@@ -29,7 +29,8 @@ def gru_loop_with_gates(cell, x, h0, mask, training, dtype):  # noqa: ANN001, AN
     else:
         b_in, b_rec = tf.cast(cell.bias, dtype), zeros
     on = bool(training)
-    dp = _masks(cell.get_dropout_mask(x[:, 0]) if on and cell.dropout > 0 else None, 3, dtype)
+    step_like = tf.zeros_like(x[:, :1])  # only its shape matters; works with 0 timesteps
+    dp = _masks(cell.get_dropout_mask(step_like) if on and cell.dropout > 0 else None, 3, dtype)
     rdp = _masks(
         cell.get_recurrent_dropout_mask(h0) if on and cell.recurrent_dropout > 0 else None,
         3,

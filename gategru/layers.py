@@ -114,7 +114,7 @@ class GateGRU(keras.layers.GRU):
             mask = tf.cast(keras.tree.flatten(mask)[0], tf.bool)
 
         # Same dropout-mask bookkeeping as keras.layers.RNN, so seeds give Keras's masks.
-        self._maybe_config_dropout_masks(self.cell, sequences[:, 0, :], [h0])
+        self._maybe_config_dropout_masks(self.cell, self._step_like(sequences), [h0])
         h_seq, h_last, gates = self._run(sequences, h0, mask, training)
         self._maybe_reset_dropout_masks(self.cell)
 
@@ -124,11 +124,23 @@ class GateGRU(keras.layers.GRU):
             for variable in keras.tree.flatten(self.states):
                 variable.assign(tf.cast(h_last, variable.dtype))
 
-        output = h_seq if self.return_sequences else h_seq[:, -1]
+        output = h_seq if self.return_sequences else self._last_output(h_seq)
         outputs = (output, h_last) if self.return_state else (output,)
         if self.return_gates:
             outputs += ({k: tf.cast(v, self.compute_dtype) for k, v in gates.items()},)
         return outputs if len(outputs) > 1 else outputs[0]
+
+    @staticmethod
+    def _step_like(sequences: tf.Tensor) -> tf.Tensor:
+        """A (batch, features) tensor for shaping dropout masks; works with 0 timesteps."""
+        return tf.zeros([tf.shape(sequences)[0], sequences.shape[-1]], sequences.dtype)
+
+    @staticmethod
+    def _last_output(h_seq: tf.Tensor) -> tf.Tensor:
+        # No step ran with 0 timesteps: the output is the masked-step convention's 0.
+        if h_seq.shape[1] == 0:
+            return tf.zeros(tf.stack([tf.shape(h_seq)[0], tf.shape(h_seq)[2]]), h_seq.dtype)
+        return h_seq[:, -1]
 
     def _run(self, sequences: tf.Tensor, h0: tf.Tensor, mask: tf.Tensor | None, training: bool):
         """Returns (h_seq, h_last, gates) in processing order, in the op's dtype."""
@@ -167,7 +179,7 @@ class GateGRU(keras.layers.GRU):
         """x·W for all steps at once, with Keras's input dropout (one mask for all steps,
         or one per gate with implementation=1)."""
         kernel = tf.cast(self.cell.kernel, dtype)
-        mask = self.cell.get_dropout_mask(sequences[:, 0, :]) if training else None
+        mask = self.cell.get_dropout_mask(self._step_like(sequences)) if training else None
         if mask is None or not self.cell.dropout > 0:
             return tf.einsum("bti,ij->btj", x, kernel)
         if not isinstance(mask, (list, tuple)):

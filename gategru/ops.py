@@ -76,6 +76,24 @@ class GruSequence(NamedTuple):
     candidate: tf.Tensor | None
 
 
+def _same_float_dtype(**tensors: tf.Tensor) -> list[tf.Tensor]:
+    """Converts the inputs to tensors; all must share xw's dtype, float32 or float64."""
+    converted = {name: tf.convert_to_tensor(value) for name, value in tensors.items()}
+    dtype = converted["xw"].dtype
+    if dtype not in (tf.float32, tf.float64):
+        raise TypeError(
+            f"`xw` must be float32 or float64, got {dtype.name}; cast the inputs "
+            "(GateGRU does this for float16/bfloat16 policies)"
+        )
+    for name, value in converted.items():
+        if value.dtype != dtype:
+            raise TypeError(
+                f"`{name}` has dtype {value.dtype.name}, but `xw` is {dtype.name}: all float "
+                "inputs of gru_sequence must share one dtype"
+            )
+    return list(converted.values())
+
+
 def _no_mask() -> tf.Tensor:
     return tf.zeros([0], tf.bool)
 
@@ -105,6 +123,9 @@ def gru_sequence(
     input, the gates included.
     """
     lib = load_library()
+    xw, h0, recurrent_kernel, recurrent_bias = _same_float_dtype(
+        xw=xw, h0=h0, recurrent_kernel=recurrent_kernel, recurrent_bias=recurrent_bias
+    )
     out = lib.gate_gru_forward(
         xw=xw,
         h0=h0,
@@ -121,7 +142,7 @@ def gru_sequence(
 def previous_states(h_seq: tf.Tensor, h0: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
     """(B,T,H) state each step started from: h0 until a row's first unmasked step, then
     the previous output."""
-    shifted = tf.concat([h0[:, None], h_seq[:, :-1]], axis=1)
+    shifted = tf.concat([h0[:, None], h_seq], axis=1)[:, :-1]  # length T, also for T = 0
     if mask.shape.rank != 2:
         return shifted
     started = tf.cumsum(tf.cast(mask, tf.int32), axis=1, exclusive=True) > 0

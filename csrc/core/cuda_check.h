@@ -10,6 +10,3 @@
     const int gategru_err_ = static_cast<int>(expr);                \
     if (gategru_err_ != static_cast<int>(cudaSuccess)) return gategru_err_; \
   } while (0)
-
-// After a <<<...>>> launch: picks up a bad configuration or a missing kernel image.
-#define CHECK_CUDA_LAUNCH() CHECK_CUDA(cudaGetLastError())

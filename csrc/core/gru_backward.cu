@@ -172,9 +172,8 @@ size_t carve_backward(const GruBackwardParams<T>& p, void* base, BackwardScratch
 }
 
 template <typename T>
-const void* persistent_kernel(bool reset_after) {
-  return reset_after ? reinterpret_cast<const void*>(&backward_persistent<T, true>)
-                     : reinterpret_cast<const void*>(&backward_persistent<T, false>);
+auto persistent_kernel(bool reset_after) {
+  return reset_after ? &backward_persistent<T, true> : &backward_persistent<T, false>;
 }
 
 }  // namespace
@@ -194,7 +193,8 @@ int gru_backward_cuda(const GruBackwardParams<T>& p, void* stream_ptr, void* wor
   const size_t need = carve_backward(p, workspace, &w);
   if (need > workspace_bytes || workspace == nullptr) return cudaErrorInvalidValue;
   CudaLaunchPlan plan;
-  CHECK_CUDA(plan_launch<T>(persistent_kernel<T>(p.reset_after), p.batch, p.units, path, &plan));
+  const void* persistent = reinterpret_cast<const void*>(persistent_kernel<T>(p.reset_after));
+  CHECK_CUDA(plan_launch<T>(persistent, p.batch, p.units, path, &plan));
   BackwardArgs<T> a{p,        w.first_valid,      w.g_state,          w.g_carry,
                     w.dhu,    plan.slice_width,   plan.warps_per_row, plan.rows_per_block};
   const size_t state_bytes = sizeof(T) * p.batch * p.units;
@@ -207,21 +207,20 @@ int gru_backward_cuda(const GruBackwardParams<T>& p, void* stream_ptr, void* wor
   CHECK_CUDA(cudaMemsetAsync(w.g_carry, 0, state_bytes, stream));
   if (p.mask) CHECK_CUDA(launch_first_valid(p.mask, p.batch, p.time, w.first_valid, stream));
   if (plan.persistent) {
-    void* args[] = {&a};
-    CHECK_CUDA(cudaLaunchCooperativeKernel(persistent_kernel<T>(p.reset_after),
-                                           dim3(static_cast<unsigned>(plan.blocks_x)),
-                                           dim3(kThreads), args, plan.smem_bytes, stream));
-    return cudaSuccess;
+    return launch_cooperative(persistent_kernel<T>(p.reset_after),
+                              dim3(static_cast<unsigned>(plan.blocks_x)), plan.smem_bytes,
+                              stream, a);
   }
   const dim3 grid(static_cast<unsigned>(plan.blocks_x), static_cast<unsigned>(plan.blocks_y));
   for (int64_t t = p.time - 1; t >= -1; --t) {
     if (p.reset_after) {
-      backward_step<T, true, kStage><<<grid, kThreads, 0, stream>>>(a, t);
+      CHECK_CUDA(launch_kernel(backward_step<T, true, kStage>, grid, 0, stream, a, t));
     } else {
-      backward_step<T, false, kStage><<<grid, kThreads, 0, stream>>>(a, t);
-      if (t >= 0) backward_step<T, false, kReset><<<grid, kThreads, 0, stream>>>(a, t);
+      CHECK_CUDA(launch_kernel(backward_step<T, false, kStage>, grid, 0, stream, a, t));
+      if (t >= 0) {
+        CHECK_CUDA(launch_kernel(backward_step<T, false, kReset>, grid, 0, stream, a, t));
+      }
     }
-    CHECK_CUDA_LAUNCH();
   }
   return cudaSuccess;
 }
@@ -229,7 +228,7 @@ int gru_backward_cuda(const GruBackwardParams<T>& p, void* stream_ptr, void* wor
 namespace cuda_detail {
 template <typename T>
 const void* backward_persistent_kernel(bool reset_after) {
-  return persistent_kernel<T>(reset_after);
+  return reinterpret_cast<const void*>(persistent_kernel<T>(reset_after));
 }
 }  // namespace cuda_detail
 

@@ -240,13 +240,34 @@ __global__ void first_valid_kernel(const bool* mask, int64_t batch, int64_t time
 
 }  // namespace
 
+template <typename T>
+struct Identity {
+  using type = T;
+};
+
+// kernel<<<grid, kThreads, smem, stream>>>(args...), through cudaLaunchKernel; the
+// arguments convert to the kernel's parameter types.
+template <typename... P>
+int launch_kernel(void (*kernel)(P...), dim3 grid, size_t smem, cudaStream_t stream,
+                  typename Identity<P>::type... args) {
+  void* ptrs[] = {static_cast<void*>(&args)...};
+  CHECK_CUDA(cudaLaunchKernel(kernel, grid, dim3(kThreads), ptrs, smem, stream));
+  return cudaSuccess;
+}
+
+// The same as a cooperative launch: every block resident at once (grid.sync() allowed).
+template <typename... P>
+int launch_cooperative(void (*kernel)(P...), dim3 grid, size_t smem, cudaStream_t stream,
+                       typename Identity<P>::type... args) {
+  void* ptrs[] = {static_cast<void*>(&args)...};
+  CHECK_CUDA(cudaLaunchCooperativeKernel(kernel, grid, dim3(kThreads), ptrs, smem, stream));
+  return cudaSuccess;
+}
+
 inline int launch_first_valid(const bool* mask, int64_t batch, int64_t time,
                               int64_t* first_valid, cudaStream_t stream) {
-  const int64_t blocks = cuda_launch::ceil_div(batch, 128);
-  first_valid_kernel<<<static_cast<unsigned>(blocks), 128, 0, stream>>>(mask, batch, time,
-                                                                       first_valid);
-  CHECK_CUDA_LAUNCH();
-  return cudaSuccess;
+  const dim3 grid(static_cast<unsigned>(cuda_launch::ceil_div(batch, kThreads)));
+  return launch_kernel(first_valid_kernel, grid, 0, stream, mask, batch, time, first_valid);
 }
 
 // Hands out 256-byte-aligned pieces of the caller's workspace; with a null base it only

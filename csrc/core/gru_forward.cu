@@ -167,9 +167,8 @@ size_t carve_forward(const GruForwardParams<T>& p, void* base, ForwardScratch<T>
 }
 
 template <typename T>
-const void* persistent_kernel(bool reset_after) {
-  return reset_after ? reinterpret_cast<const void*>(&forward_persistent<T, true>)
-                     : reinterpret_cast<const void*>(&forward_persistent<T, false>);
+auto persistent_kernel(bool reset_after) {
+  return reset_after ? &forward_persistent<T, true> : &forward_persistent<T, false>;
 }
 
 }  // namespace
@@ -194,26 +193,24 @@ int gru_forward_cuda(const GruForwardParams<T>& p, void* stream_ptr, void* works
   const size_t need = carve_forward(p, workspace, &w);
   if (need > workspace_bytes || (need > 0 && workspace == nullptr)) return cudaErrorInvalidValue;
   CudaLaunchPlan plan;
-  CHECK_CUDA(plan_launch<T>(persistent_kernel<T>(p.reset_after), p.batch, p.units, path, &plan));
+  const void* persistent = reinterpret_cast<const void*>(persistent_kernel<T>(p.reset_after));
+  CHECK_CUDA(plan_launch<T>(persistent, p.batch, p.units, path, &plan));
   ForwardArgs<T> a{p, w.first_valid, w.z_tmp, w.rh_tmp, plan.slice_width, plan.warps_per_row,
                    plan.rows_per_block};
   if (p.mask) CHECK_CUDA(launch_first_valid(p.mask, p.batch, p.time, w.first_valid, stream));
   if (plan.persistent) {
-    void* args[] = {&a};
-    CHECK_CUDA(cudaLaunchCooperativeKernel(persistent_kernel<T>(p.reset_after),
-                                           dim3(static_cast<unsigned>(plan.blocks_x)),
-                                           dim3(kThreads), args, plan.smem_bytes, stream));
-    return cudaSuccess;
+    return launch_cooperative(persistent_kernel<T>(p.reset_after),
+                              dim3(static_cast<unsigned>(plan.blocks_x)), plan.smem_bytes,
+                              stream, a);
   }
   const dim3 grid(static_cast<unsigned>(plan.blocks_x), static_cast<unsigned>(plan.blocks_y));
   for (int64_t t = 0; t < p.time; ++t) {
     if (p.reset_after) {
-      forward_step<T, kAll><<<grid, kThreads, 0, stream>>>(a, t);
+      CHECK_CUDA(launch_kernel(forward_step<T, kAll>, grid, 0, stream, a, t));
     } else {
-      forward_step<T, kZR><<<grid, kThreads, 0, stream>>>(a, t);
-      forward_step<T, kCand><<<grid, kThreads, 0, stream>>>(a, t);
+      CHECK_CUDA(launch_kernel(forward_step<T, kZR>, grid, 0, stream, a, t));
+      CHECK_CUDA(launch_kernel(forward_step<T, kCand>, grid, 0, stream, a, t));
     }
-    CHECK_CUDA_LAUNCH();
   }
   return cudaSuccess;
 }
@@ -221,7 +218,7 @@ int gru_forward_cuda(const GruForwardParams<T>& p, void* stream_ptr, void* works
 namespace cuda_detail {
 template <typename T>
 const void* forward_persistent_kernel(bool reset_after) {
-  return persistent_kernel<T>(reset_after);
+  return reinterpret_cast<const void*>(persistent_kernel<T>(reset_after));
 }
 }  // namespace cuda_detail
 

@@ -121,6 +121,12 @@ struct ForwardKernel {
     }
   }
 
+  bool all_masked(int64_t t, int64_t b0, int64_t rows) const {
+    for (int64_t b = b0; b < b0 + rows; ++b)
+      if (seq.valid(b, t)) return false;
+    return true;
+  }
+
   void run_chunk(int64_t stage, int64_t chunk) const {
     const int64_t phases = p.reset_after ? 1 : 2;
     const int64_t t = stage / phases, phase = stage % phases;
@@ -128,7 +134,15 @@ struct ForwardKernel {
     const int64_t g1 = min64(blk.row_groups, (rc + 1) * blk.groups_per_chunk);
     for (int64_t g = rc * blk.groups_per_chunk; g < g1; ++g) {
       const int64_t b0 = g * R;
-      with_rows<R>(min64(R, p.batch - b0), [&](auto rows) {
+      const int64_t rows_here = min64(R, p.batch - b0);
+      if (all_masked(t, b0, rows_here)) {  // long masked stretches cost no products
+        if (phase == phases - 1) {
+          const int64_t j0 = ub * W;
+          for (int64_t b = b0; b < b0 + rows_here; ++b) masked_step(b, t, j0, min64(W, H - j0));
+        }
+        continue;
+      }
+      with_rows<R>(rows_here, [&](auto rows) {
         constexpr int n = decltype(rows)::value;
         if (p.reset_after) {
           rows_reset_after<n>(t, b0, ub);

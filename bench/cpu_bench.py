@@ -1,0 +1,1019 @@
+#!/usr/bin/env python3
+"""CPU benchmark: GateGRU against the GRUs a user would otherwise pick, side by side in one run.
+
+Variants (forward = inference; train = forward + backward w.r.t. the weights and the inputs):
+  gategru_gates    GateGRU(return_gates=True)                              forward, train
+  gategru_nogates  GateGRU(return_gates=False)                             forward, train
+  keras_gru        keras.layers.GRU                                        forward, train
+  keras_cell       keras.layers.RNN over a GRUCell returning concat[h,z,r,h̃]   forward, train
+  keras_recompute  keras.layers.GRU, then z, r, h̃ recomputed from its outputs  forward
+  torch_gru        torch.nn.GRU (if PyTorch is installed)                  forward, train
+  onednn_gru       oneDNN lbr_gru_forward, bench/onednn_gru.cc (if the onednn-devel-cpu-gomp
+                   package is installed and g++ exists)                    forward
+  onednn_gru_avx2  the same, capped at AVX2 (only where the CPU has more)  forward
+
+Keras variants run inside tf.function. Repeats are interleaved in rounds across the variants
+(the machines here are shared: a slow spell then hits every variant, not one), and the median
+is reported. Ratios are only meaningful within one run. Writes cpu-<date>.json/.md/.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import datetime as dt
+import gc
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _threads_from_argv(argv: list[str]) -> int:
+    for i, arg in enumerate(argv):
+        if arg == "--threads" and i + 1 < len(argv):
+            return int(argv[i + 1])
+        if arg.startswith("--threads="):
+            return int(arg.split("=", 1)[1])
+    return os.cpu_count() or 1
+
+
+# Thread pools read these when numpy (OpenBLAS), torch and oneDNN (OpenMP) load: set them first.
+THREADS = _threads_from_argv(sys.argv)
+for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_name] = str(THREADS)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+tf.config.threading.set_intra_op_parallelism_threads(THREADS)
+tf.config.threading.set_inter_op_parallelism_threads(THREADS)
+
+import keras  # noqa: E402
+
+try:
+    from tensorflow.python.eager.context import async_wait as _tf_async_wait  # noqa: E402
+except ImportError:  # private API; eager is synchronous without it
+
+    def _tf_async_wait() -> None:
+        pass
+
+
+import gategru  # noqa: E402
+
+SHAPES = {  # name: (batch, timesteps, input width, units)
+    "S1": (1, 2000, 32, 128),
+    "S2": (32, 500, 64, 256),
+    "S3": (128, 200, 128, 512),
+}
+QUICK_SHAPES = {"Q1": (2, 30, 8, 16)}
+VARIANTS = {  # name: (label, modes)
+    "gategru_gates": ("GateGRU, gates on", ("forward", "train")),
+    "gategru_nogates": ("GateGRU, gates off", ("forward", "train")),
+    "keras_gru": ("keras.layers.GRU", ("forward", "train")),
+    "keras_cell": ("Keras RNN, custom cell with gates", ("forward", "train")),
+    "keras_recompute": ("keras GRU + recomputed gates", ("forward",)),
+    "torch_gru": ("torch.nn.GRU", ("forward", "train")),
+    "onednn_gru": ("oneDNN lbr_gru", ("forward",)),
+    "onednn_gru_avx2": ("oneDNN lbr_gru, AVX2 cap", ("forward",)),
+}
+REFERENCE = "gategru_gates"
+FLOPS_FORMULA = (
+    "forward: 2*B*T*(I+H)*3H (the input and recurrent matmuls; gate arithmetic not counted); "
+    "train: 3x forward (backward = two matmuls per forward matmul)"
+)
+ONEDNN_ISA = {0x7: "avx2", 0xF: "avx2_vnni", 0x1F: "avx2_vnni_2", 0x27: "avx512_core",
+              0x67: "avx512_core_vnni", 0xE7: "avx512_core_bf16", 0x1EF: "avx512_core_fp16",
+              0xFEF: "avx512_core_amx", 0x1FEF: "avx512_core_amx_fp16"}
+
+
+# ---- memory: peak resident set size around one call ------------------------------------------
+def _status_kb(key: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return -1
+
+
+def _reset_peak_rss() -> bool:
+    # Writing 5 to clear_refs resets VmHWM to the current RSS (Linux >= 4.0).
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _return_freed_memory_to_os() -> bool:
+    """Makes every large allocation an mmap that is unmapped on free, so each call's buffers
+    show up in RSS. Changes allocation speed, hence only after all timings."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD: fixed, which disables the dynamic one
+        libc.mallopt(-1, 0)  # M_TRIM_THRESHOLD
+        libc.malloc_trim(0)
+        return True
+    except (OSError, AttributeError):
+        return False
+
+
+# ---- timing ----------------------------------------------------------------------------------
+def _sync() -> None:
+    # TF's eager executor is synchronous by default, so a call returns with its outputs computed;
+    # async_wait also covers an async executor. (.numpy() on every output would add a copy of
+    # the gates to every timing.)
+    _tf_async_wait()
+
+
+def timed_loop(call: Callable[[], object], sync: Callable[[], None] = _sync) -> Callable:
+    def run(repeats: int) -> list[float]:
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            out = call()
+            sync()
+            times.append((time.perf_counter() - t0) * 1e3)
+            del out
+        return times
+
+    return run
+
+
+@dataclass
+class Bench:
+    """One (variant, mode) at one shape: run(k) returns k wall times in ms."""
+
+    variant: str
+    mode: str
+    run: Callable[[int], list[float]]
+    outputs: Callable[[], dict[str, np.ndarray]] | None = None  # forward results, for checks
+    peak_rss_mb: float | None = None  # set by the bench itself (oneDNN) or the memory pass
+    times: list[float] = field(default_factory=list)
+
+
+# ---- Keras and GateGRU variants --------------------------------------------------------------
+class GatesGRUCell(keras.layers.GRUCell):
+    """The seed approach: a GRUCell whose per-step output is concat[h, z, r, h̃] (reset_after)."""
+
+    def __init__(self, units: int, **kwargs: Any) -> None:
+        super().__init__(units, **kwargs)
+        self.output_size = 4 * units
+
+    def call(self, inputs: tf.Tensor, states: Any, training: bool = False) -> tuple:
+        h_prev = states[0] if isinstance(states, (list, tuple)) else states
+        xz, xr, xh = tf.split(tf.matmul(inputs, self.kernel) + self.bias[0], 3, axis=-1)
+        hz, hr, hh = tf.split(tf.matmul(h_prev, self.recurrent_kernel) + self.bias[1], 3, axis=-1)
+        z = tf.sigmoid(xz + hz)
+        r = tf.sigmoid(xr + hr)
+        cand = tf.tanh(xh + r * hh)
+        h = z * h_prev + (1.0 - z) * cand
+        return tf.concat([h, z, r, cand], axis=-1), [h]
+
+
+def _split4(seq: tf.Tensor) -> tuple[tf.Tensor, ...]:
+    return tuple(tf.split(seq, 4, axis=-1))
+
+
+def recompute_gates(x: tf.Tensor, seq: tf.Tensor, gru: keras.layers.GRU) -> tuple:
+    """z, r, h̃ for every step from a GRU's output sequence, in three large matmuls' worth of
+    work: h_prev is the output shifted by one step (h0 = 0)."""
+    batch, steps, units = tf.shape(seq)[0], tf.shape(seq)[1], gru.units
+    cell = gru.cell
+    h_prev = tf.concat([tf.zeros_like(seq[:, :1]), seq[:, :-1]], axis=1)
+    xw = tf.matmul(tf.reshape(x, [batch * steps, -1]), cell.kernel) + cell.bias[0]
+    hu = tf.matmul(tf.reshape(h_prev, [batch * steps, units]), cell.recurrent_kernel)
+    hu += cell.bias[1]
+    xz, xr, xh = tf.split(xw, 3, axis=-1)
+    hz, hr, hh = tf.split(hu, 3, axis=-1)
+    z = tf.sigmoid(xz + hz)
+    r = tf.sigmoid(xr + hr)
+    cand = tf.tanh(xh + r * hh)
+    return tuple(tf.reshape(g, [batch, steps, units]) for g in (z, r, cand))
+
+
+def _gate_dict(z: Any, r: Any, cand: Any) -> dict[str, np.ndarray]:
+    return {"update": np.asarray(z), "reset": np.asarray(r), "candidate": np.asarray(cand)}
+
+
+def _train_fn(layer: keras.layers.Layer, loss_of: Callable[[Any], tf.Tensor]) -> Callable:
+    """A tf.function taking a training step's gradients w.r.t. the weights and the inputs."""
+
+    @tf.function(jit_compile=False)
+    def step(x: tf.Tensor) -> list:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = loss_of(layer(x, training=True))
+        # Returned, so that the graph cannot prune any gradient.
+        return tape.gradient(loss, [x, *layer.trainable_weights])
+
+    return step
+
+
+def _sum_all(*tensors: tf.Tensor) -> tf.Tensor:
+    return tf.add_n([tf.reduce_sum(t) for t in tensors])
+
+
+def _h_only(out: Any) -> dict[str, np.ndarray]:
+    return {"h": np.asarray(out)}
+
+
+def _gategru_outputs(out: Any) -> dict[str, np.ndarray]:
+    seq, gates = out
+    return {"h": np.asarray(seq), **_gate_dict(*(gates[k] for k in gategru.layers.GATE_NAMES))}
+
+
+def _cell_outputs(out: Any) -> dict[str, np.ndarray]:
+    h, z, r, cand = _split4(out)
+    return {"h": np.asarray(h), **_gate_dict(z, r, cand)}
+
+
+def _gategru_loss(out: Any) -> tf.Tensor:
+    seq, gates = out
+    return _sum_all(seq, *gates.values())
+
+
+def keras_benches(
+    dims: tuple[int, int, int, int], x_np: np.ndarray, wanted: set[str], modes: set[str]
+) -> tuple[list[Bench], list[np.ndarray]]:
+    """The TensorFlow variants, all with the same weights (so their outputs can be checked
+    against each other). Returns them and the weights in Keras's layout."""
+    _, _, width, units = dims
+    x = tf.constant(x_np)
+    gru = keras.layers.GRU(units, return_sequences=True)
+    gru.build((None, None, width))
+    kernel, recurrent, bias = gru.get_weights()
+    # Keras initialises the bias to 0; a random one makes the output checks cover it.
+    bias = (0.1 * np.random.default_rng(1).standard_normal(bias.shape)).astype(np.float32)
+    weights = [kernel, recurrent, bias]
+    gru.set_weights(weights)
+    benches: list[Bench] = []
+
+    def add(name: str, make: Callable[[], keras.layers.Layer], outputs: Callable[[Any], dict],
+            loss_of: Callable[[Any], tf.Tensor] | None) -> None:
+        if name not in wanted:
+            return
+        layer = gru if name == "keras_gru" else make()
+        if layer is not gru:
+            layer.build((None, None, width))
+            layer.set_weights(weights)
+        fwd = tf.function(lambda v: layer(v, training=False), jit_compile=False)
+        if "forward" in modes:
+            benches.append(Bench(name, "forward", timed_loop(lambda: fwd(x)),
+                                 outputs=lambda: outputs(fwd(x))))
+        if "train" in modes and loss_of is not None:
+            step = _train_fn(layer, loss_of)
+            benches.append(Bench(name, "train", timed_loop(lambda: step(x))))
+
+    add("gategru_gates",
+        lambda: gategru.GateGRU(units, return_sequences=True, return_gates=True),
+        _gategru_outputs, _gategru_loss)
+    add("gategru_nogates", lambda: gategru.GateGRU(units, return_sequences=True),
+        _h_only, _sum_all)
+    add("keras_gru", lambda: gru, _h_only, _sum_all)
+    add("keras_cell", lambda: keras.layers.RNN(GatesGRUCell(units), return_sequences=True),
+        _cell_outputs, _sum_all)
+
+    if "keras_recompute" in wanted and "forward" in modes:
+
+        @tf.function(jit_compile=False)
+        def recompute(v: tf.Tensor) -> tuple:
+            seq = gru(v, training=False)
+            return (seq, *recompute_gates(v, seq, gru))
+
+        def recompute_outputs() -> dict[str, np.ndarray]:
+            seq, z, r, cand = recompute(x)
+            return {"h": np.asarray(seq), **_gate_dict(z, r, cand)}
+
+        benches.append(Bench("keras_recompute", "forward", timed_loop(lambda: recompute(x)),
+                             outputs=recompute_outputs))
+    return benches, weights
+
+
+# ---- PyTorch ---------------------------------------------------------------------------------
+def load_torch(wanted: set[str]) -> tuple[Any, str | None]:
+    if "torch_gru" not in wanted:
+        return None, "not selected"
+    try:
+        import torch
+    except ImportError:
+        return None, "PyTorch is not installed (pip install -r requirements-bench.txt)"
+    torch.set_num_threads(THREADS)
+    # Only settable before torch's first parallel work.
+    with contextlib.suppress(RuntimeError):
+        torch.set_num_interop_threads(THREADS)
+    return torch, None
+
+
+def _torch_order(a: np.ndarray) -> np.ndarray:
+    # Keras blocks [z|r|h] -> PyTorch's [r|z|n] along the last axis.
+    z, r, h = np.split(a, 3, axis=-1)
+    return np.ascontiguousarray(np.concatenate([r, z, h], axis=-1))
+
+
+def torch_benches(torch: Any, dims: tuple[int, int, int, int], x_np: np.ndarray,
+                  weights: list[np.ndarray], modes: set[str]) -> list[Bench]:
+    _, _, width, units = dims
+    net = torch.nn.GRU(width, units, batch_first=True)
+    kernel, recurrent, bias = weights
+    with torch.no_grad():  # same weights as the Keras variants (torch's GRU is reset_after)
+        net.weight_ih_l0.copy_(torch.from_numpy(_torch_order(kernel).T.copy()))
+        net.weight_hh_l0.copy_(torch.from_numpy(_torch_order(recurrent).T.copy()))
+        net.bias_ih_l0.copy_(torch.from_numpy(_torch_order(bias[0])))
+        net.bias_hh_l0.copy_(torch.from_numpy(_torch_order(bias[1])))
+    x = torch.from_numpy(x_np.copy())
+    x_grad = x.clone().requires_grad_(True)
+
+    def forward() -> Any:
+        with torch.inference_mode():
+            return net(x)[0]
+
+    def train() -> Any:
+        for p in (*net.parameters(), x_grad):
+            p.grad = None
+        out = net(x_grad)[0]
+        out.sum().backward()
+        return out
+
+    def no_sync() -> None:
+        pass  # PyTorch's CPU ops return when done
+
+    benches = []
+    if "forward" in modes:
+        benches.append(Bench("torch_gru", "forward", timed_loop(forward, no_sync),
+                             outputs=lambda: {"h": forward().numpy()}))
+    if "train" in modes:
+        benches.append(Bench("torch_gru", "train", timed_loop(train, no_sync)))
+    return benches
+
+
+# ---- oneDNN ----------------------------------------------------------------------------------
+def _onednn_package_version() -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version("onednn-devel-cpu-gomp")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def build_onednn() -> tuple[Path | None, str]:
+    """Compiles bench/onednn_gru.cc against the pip package's oneDNN, once per source and
+    library (cached under build/bench). Returns (binary, None) or (None, why not)."""
+    prefix = Path(sys.prefix)
+    header = prefix / "include" / "oneapi" / "dnnl" / "dnnl.hpp"
+    lib = prefix / "lib" / "libdnnl.so"
+    if not header.exists() or not lib.exists():
+        return None, ("onednn-devel-cpu-gomp is not installed in this environment "
+                      "(pip install -r requirements-bench.txt)")
+    gxx = shutil.which("g++")
+    if gxx is None:
+        return None, "g++ not found"
+    src = ROOT / "bench" / "onednn_gru.cc"
+    key = hashlib.sha1(src.read_bytes() + str(lib.resolve()).encode()).hexdigest()[:12]
+    cache = ROOT / "build" / "bench"
+    binary = cache / f"onednn_gru-{key}"
+    if binary.exists():
+        return binary, ""
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        cache = Path(tempfile.mkdtemp(prefix="gategru-bench-"))
+        binary = cache / binary.name
+    tmp = binary.with_suffix(".tmp")
+    cmd = [gxx, "-O2", "-std=c++17", "-fopenmp", f"-I{prefix / 'include'}", str(src),
+           f"-L{lib.parent}", "-ldnnl", f"-Wl,-rpath,{lib.parent.resolve()}", "-o", str(tmp)]
+    print(f"[bench] compiling {src.name} against oneDNN ({_onednn_package_version()})",
+          file=sys.stderr)
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        return None, f"compiling {src.name} failed: {res.stderr.strip()[-800:]}"
+    tmp.replace(binary)
+    return binary, ""
+
+
+class OneDnnServer:
+    """bench/onednn_gru running at one shape; it answers 'run N' and 'dump PATH' on stdin."""
+
+    def __init__(self, binary: Path, dims: tuple[int, ...], data: Path, max_isa: str | None):
+        env = dict(os.environ, OMP_NUM_THREADS=str(THREADS))
+        if max_isa:
+            env["ONEDNN_MAX_CPU_ISA"] = max_isa
+        self.proc = subprocess.Popen(
+            [str(binary), *map(str, dims), str(data)], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        self.header = self._reply()
+        self.header["isa_name"] = ONEDNN_ISA.get(self.header.get("isa", -1), "unknown")
+
+    def _reply(self) -> dict:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            raise RuntimeError(f"onednn_gru exited ({self.proc.wait()}): {err.strip()[-500:]}")
+        return json.loads(line)
+
+    def ask(self, command: str) -> dict:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self._reply()
+
+    def run(self, repeats: int) -> list[float]:
+        return [float(t) for t in self.ask(f"run {repeats}")["times_ms"]]
+
+    def dump(self, shape: tuple[int, int, int]) -> np.ndarray:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "h.f32"
+            self.ask(f"dump {path}")
+            return np.fromfile(path, np.float32).reshape(shape)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(BrokenPipeError, RuntimeError, json.JSONDecodeError):
+                self.ask("quit")
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def onednn_benches(binary: Path, dims: tuple[int, int, int, int], x_np: np.ndarray,
+                   weights: list[np.ndarray], variants: list[str], tmp: Path
+                   ) -> tuple[list[Bench], list[OneDnnServer], dict[str, str]]:
+    data = tmp / "onednn-{}x{}x{}x{}.f32".format(*dims)
+    with open(data, "wb") as fh:
+        for a in (x_np, *weights):
+            fh.write(np.ascontiguousarray(a, np.float32).tobytes())
+    benches, servers, failed = [], [], {}
+    batch, steps, _, units = dims
+    for variant in variants:
+        try:
+            server = OneDnnServer(binary, dims, data,
+                                  "AVX2" if variant == "onednn_gru_avx2" else None)
+        except (RuntimeError, OSError, json.JSONDecodeError) as err:
+            failed[variant] = str(err)
+            continue
+        servers.append(server)
+        benches.append(Bench(variant, "forward", server.run,
+                             outputs=lambda s=server: {"h": s.dump((batch, steps, units))},
+                             peak_rss_mb=server.header.get("peak_rss_delta_mb")))
+    data.unlink()
+    return benches, servers, failed
+
+
+# ---- the machine's matmul rate ---------------------------------------------------------------
+def matmul_rate(n: int, budget_s: float) -> dict:
+    """Best float32 GFLOP/s of an n x n product through numpy and through tf.matmul."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    ta, tb = tf.constant(a), tf.constant(b)
+    tf_mm = tf.function(lambda: tf.matmul(ta, tb))
+    flops = 2.0 * n**3
+    result: dict[str, Any] = {"n": n}
+    for name, call in (("numpy", lambda: a @ b), ("tf", tf_mm)):
+        call()
+        rates, start = [], time.perf_counter()
+        while len(rates) < 3 or (time.perf_counter() - start < budget_s and len(rates) < 50):
+            t0 = time.perf_counter()
+            call()
+            _sync()
+            rates.append(flops / (time.perf_counter() - t0) / 1e9)
+        result[f"{name}_gflops"] = rates
+        result[f"{name}_best"] = max(rates)
+    return result
+
+
+# ---- one shape -------------------------------------------------------------------------------
+def _median(values: list[float]) -> float:
+    return float(np.median(values))
+
+
+def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
+
+
+def check_outputs(benches: list[Bench]) -> dict[str, dict[str, float]]:
+    """Max abs differences of each variant's forward outputs: h against keras.layers.GRU, the
+    gates against the custom cell (Keras's math step by step), else against GateGRU."""
+    by_name = {b.variant: b for b in benches if b.mode == "forward" and b.outputs is not None}
+    ref_h_name = next((n for n in ("keras_gru", REFERENCE) if n in by_name), None)
+    ref_g_name = next((n for n in ("keras_cell", REFERENCE, "keras_recompute") if n in by_name),
+                      None)
+    if ref_h_name is None:
+        return {}
+    ref_h = by_name[ref_h_name].outputs()["h"]  # type: ignore[misc]
+    ref_g = None
+    if ref_g_name is not None:
+        ref_g = {k: v for k, v in by_name[ref_g_name].outputs().items() if k != "h"}  # type: ignore[misc]
+    diffs: dict[str, dict[str, float]] = {}
+    for name, bench in by_name.items():
+        out = bench.outputs()  # type: ignore[misc]
+        entry = {"h": _max_diff(out["h"], ref_h), "h_reference": ref_h_name}
+        if ref_g and "update" in out:
+            entry["gates"] = max(_max_diff(out[k], ref_g[k]) for k in ref_g)
+            entry["gates_reference"] = ref_g_name
+        diffs[name] = entry
+        del out
+    return diffs
+
+
+def time_benches(benches: list[Bench], args: argparse.Namespace) -> None:
+    """Warm-up, then repeats interleaved over rounds, each bench getting about args.budget s
+    (at least min_repeats, at most max_repeats)."""
+    estimates = []
+    for bench in benches:
+        bench.run(1)  # traces the tf.function, JIT-compiles, starts thread pools, touches memory
+        estimate = bench.run(1)[0]
+        if estimate < 200:  # cheap: a second look, as the first calls are often slow
+            estimate = min(estimate, *bench.run(2))
+        estimates.append(estimate)
+    wanted = [math.ceil(args.budget * 1e3 / max(t, 1e-3)) for t in estimates]
+    counts = [int(min(args.max_repeats, max(args.min_repeats, n))) for n in wanted]
+    rounds = max(1, args.rounds)
+    for r in range(rounds):
+        order = list(range(len(benches)))
+        order = order[r % len(order):] + order[: r % len(order)]  # rotate who goes first
+        for i in order:
+            k = (r + 1) * counts[i] // rounds - r * counts[i] // rounds
+            if k:
+                benches[i].times.extend(benches[i].run(k))
+                time.sleep(0.05)  # let spinning worker threads of the last variant go idle
+
+
+def gru_flops(dims: tuple[int, int, int, int], mode: str) -> float:
+    batch, steps, width, units = dims
+    forward = 2.0 * batch * steps * (width + units) * 3 * units
+    return forward * (3.0 if mode == "train" else 1.0)
+
+
+# ---- the long sequence -----------------------------------------------------------------------
+def long_run(steps: int, chunk: int) -> dict:
+    """GateGRU with gates over B=1, T=steps, I=32, H=128, in chunks of `chunk` steps with the
+    state carried between calls (chunk 0: one call)."""
+    width, units = 32, 128
+    chunk = steps if chunk <= 0 else min(chunk, steps)
+    layer = gategru.GateGRU(units, return_sequences=True, return_state=True, return_gates=True)
+    layer.build((None, None, width))
+    fn = tf.function(
+        lambda x, h: layer(x, initial_state=h, training=False), jit_compile=False,
+        input_signature=[tf.TensorSpec([1, None, width], tf.float32),
+                         tf.TensorSpec([1, units], tf.float32)])
+    x = tf.constant(np.random.default_rng(2).standard_normal((1, steps, width), np.float32))
+    h0 = tf.zeros([1, units])
+    fn(x[:, :chunk], h0)  # trace
+    _sync()
+    gc.collect()
+    rss0 = _status_kb("VmRSS")
+    peak_ok = _reset_peak_rss()
+    h, chunk_ms, gate_sum = h0, [], 0.0
+    start = time.perf_counter()
+    for s in range(0, steps, chunk):
+        t0 = time.perf_counter()
+        seq, h, gates = fn(x[:, s : s + chunk], h)
+        _sync()
+        chunk_ms.append((time.perf_counter() - t0) * 1e3)
+        gate_sum += float(gates["update"][0, -1, 0])  # touch the gates: they were written
+        del seq, gates
+    total_s = time.perf_counter() - start
+    return {
+        "dims": [1, steps, width, units], "chunk": chunk, "total_s": total_s,
+        "per_step_us": total_s / steps * 1e6, "chunk_ms": chunk_ms,
+        "peak_rss_delta_mb": (_status_kb("VmHWM") - rss0) / 1024 if peak_ok else None,
+        "peak_rss_mb": _status_kb("VmHWM") / 1024,
+        "finite": bool(np.isfinite(gate_sum) and np.all(np.isfinite(np.asarray(h)))),
+    }
+
+
+# ---- machine and versions --------------------------------------------------------------------
+def machine_info() -> dict:
+    info: dict[str, Any] = {"nproc": os.cpu_count(), "platform": platform.platform()}
+    try:
+        raw = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        fields = dict(line.split(":", 1) for line in raw.splitlines() if ":" in line)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        flags = set(fields.get("Flags", "").split())
+        info["cpu"] = {k: fields.get(k) for k in ("Model name", "Vendor ID", "CPU(s)",
+                       "Thread(s) per core", "L1d cache", "L2 cache", "L3 cache",
+                       "Hypervisor vendor")}
+        info["isa"] = sorted(f for f in flags if f in {"avx", "avx2", "fma", "avx512f",
+                             "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "amx_tile"})
+        info["lscpu"] = fields
+    except (OSError, subprocess.CalledProcessError) as err:
+        info["lscpu_error"] = str(err)
+    try:
+        with open("/proc/meminfo") as fh:
+            info["mem_total_gb"] = round(int(fh.readline().split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return info
+
+
+def versions(torch: Any, onednn_header: dict | None) -> dict:
+    out: dict[str, Any] = {
+        "python": platform.python_version(), "tensorflow": tf.__version__,
+        "keras": keras.__version__, "numpy": np.__version__,
+        "gategru": getattr(gategru, "__version__", None), "gategru_path": gategru.__file__,
+        "torch": getattr(torch, "__version__", None),
+        "onednn_package": _onednn_package_version(),
+        "onednn": onednn_header.get("version") if onednn_header else None,
+    }
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+
+        out["tf_onednn_opts"] = bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        out["tf_onednn_opts"] = None
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        out["numpy_blas"] = f"{blas.get('name')} {blas.get('version')}"
+    except (TypeError, KeyError):
+        pass
+    gxx = shutil.which("g++")
+    if gxx:
+        out["gxx"] = subprocess.run([gxx, "--version"], capture_output=True,
+                                    text=True).stdout.splitlines()[0]
+    return out
+
+
+# ---- ratios and the targets of issue #4 ------------------------------------------------------
+def _targets(medians: dict, fractions: dict, shapes: dict, long: dict | None) -> list[dict]:
+    rows: list[dict] = []
+
+    def add(shape: str, what: str, num: tuple, den: tuple, target: str,
+            ok: Callable[[float], bool]) -> None:
+        a, b = medians.get((shape, *num)), medians.get((shape, *den))
+        value = a / b if a and b else None
+        rows.append({"shape": shape, "target": what, "metric": f"{num[0]} {num[1]} ms / "
+                     f"{den[0]} {den[1]} ms", "goal": target, "value": value,
+                     "met": None if value is None else bool(ok(value))})
+
+    gates = (REFERENCE, "forward")
+    canonical = [s for s, d in SHAPES.items() if shapes.get(s) == d]
+    for s in canonical:
+        for peer in ("onednn_gru", "torch_gru", "keras_gru"):
+            add(s, f"gates on faster than {VARIANTS[peer][0]}", (peer, "forward"), gates,
+                ">= 1", lambda v: v >= 1.0)
+    if "S2" in canonical:
+        add("S2", "gates on costs <= 10% over gates off", gates, ("gategru_nogates", "forward"),
+            "<= 1.10", lambda v: v <= 1.10)
+        add("S2", "training step >= 3x faster than Keras (gates in the loss)",
+            ("keras_gru", "train"), (REFERENCE, "train"), ">= 3", lambda v: v >= 3.0)
+        add("S2", "training step >= 3x faster than Keras (gates off)",
+            ("keras_gru", "train"), ("gategru_nogates", "train"), ">= 3", lambda v: v >= 3.0)
+    if "S3" in canonical:
+        value = fractions.get(("S3", REFERENCE, "forward"))
+        rows.append({"shape": "S3", "target": ">= 70% of the best matmul rate (gates on)",
+                     "metric": "GRU forward GFLOP/s / best matmul GFLOP/s", "goal": ">= 0.70",
+                     "value": value, "met": None if value is None else value >= 0.70})
+    if long is not None:
+        value = long.get("per_step_vs_s1")
+        rows.append({"shape": "long", "target": "per-step time within 1.2x of S1's (gates on)",
+                     "metric": "long per-step time / S1 per-step time", "goal": "<= 1.2",
+                     "value": value, "met": None if value is None else value <= 1.2})
+    return rows
+
+
+# ---- reports ---------------------------------------------------------------------------------
+def _fmt_ms(ms: float) -> str:
+    return f"{ms:.3g}" if ms < 100 else f"{ms:.0f}"
+
+
+def markdown(report: dict) -> str:
+    res = [r for r in report["results"] if r["status"] == "ok"]
+    shapes = list(report["shapes"])
+    names = [v for v in VARIANTS if any(r["variant"] == v for r in res)]
+    by_key = {(r["shape"], r["variant"], r["mode"]): r for r in res}
+    mm = report["matmul"]
+    m = report["machine"]
+    lines = [
+        f"# CPU benchmark, {report['date']}{' (quick smoke run)' if report['quick'] else ''}",
+        "",
+        f"{(m.get('cpu') or {}).get('Model name', '?')}, {m['nproc']} cores, "
+        f"ISA {'/'.join(m.get('isa', []))}; {report['threads']['threads']} threads everywhere; "
+        f"TF {report['versions']['tensorflow']} (oneDNN opts "
+        f"{report['versions'].get('tf_onednn_opts')}), Keras {report['versions']['keras']}, "
+        f"torch {report['versions']['torch']}, oneDNN {report['versions']['onednn']}.",
+        f"Best float32 matmul ({mm['n']}²): numpy {mm['numpy_best']:.0f}, tf.matmul "
+        f"{mm['tf_best']:.0f}, best {mm['best_gflops']:.0f} GFLOP/s. Load average "
+        f"{report['loadavg_start'][0]:.1f} at start, {report['loadavg_end'][0]:.1f} at end.",
+        "Medians of interleaved repeats; only ratios within one run mean anything here.",
+    ]
+    for mode in ("forward", "train"):
+        cols = [v for v in names if (mode in VARIANTS[v][1])
+                and any((s, v, mode) in by_key for s in shapes)]
+        if not cols:
+            continue
+        lines += ["", f"## {'Forward (inference)' if mode == 'forward' else 'Training step'}"
+                  ": median ms (× = time / GateGRU-gates-on time; > 1: GateGRU faster)", "",
+                  "| shape | " + " | ".join(VARIANTS[v][0] for v in cols) + " |",
+                  "|---|" + "---|" * len(cols)]
+        for s in shapes:
+            cells = []
+            for v in cols:
+                r = by_key.get((s, v, mode))
+                if r is None:
+                    cells.append("–")
+                elif r["vs_gates"] is None or v == REFERENCE:
+                    cells.append(_fmt_ms(r["median_ms"]))
+                else:
+                    cells.append(f"{_fmt_ms(r['median_ms'])} (×{r['vs_gates']:.2f})")
+            dims = "×".join(map(str, report["shapes"][s]))
+            lines.append(f"| {s} {dims} | " + " | ".join(cells) + " |")
+    lines += ["", "## Forward as a fraction of the best matmul rate; peak memory", "",
+              "Fraction: " + report["flops_formula"] + ". Memory: growth of the process's "
+              "peak RSS during one call (MB), forward / train.", "",
+              "| shape | " + " | ".join(VARIANTS[v][0] for v in names) + " |",
+              "|---|" + "---|" * len(names)]
+    for s in shapes:
+        cells = []
+        for v in names:
+            f, t = by_key.get((s, v, "forward")), by_key.get((s, v, "train"))
+            frac = f"{100 * f['matmul_fraction']:.2g}%" if f else "–"
+            mem = " / ".join("–" if r is None or r["peak_rss_delta_mb"] is None
+                             else f"{r['peak_rss_delta_mb']:.0f}" for r in (f, t))
+            cells.append(f"{frac}; {mem} MB")
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    if report["targets"]:
+        lines += ["", "## Targets (issue #4)", "", "| shape | target | ratio | goal | met |",
+                  "|---|---|---|---|---|"]
+        for t in report["targets"]:
+            value = "–" if t["value"] is None else f"{t['value']:.3g}"
+            met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
+            lines.append(f"| {t['shape']} | {t['target']} | {value} | {t['goal']} | {met} |")
+    if report.get("long"):
+        lg = report["long"]
+        lines += ["", "## Long sequence", "",
+                  f"GateGRU, gates on, B×T×I×H = {'×'.join(map(str, lg['dims']))} in chunks of "
+                  f"{lg['chunk']} steps: {lg['total_s']:.1f} s, {lg['per_step_us']:.2f} µs/step"
+                  + (f" ({lg['per_step_vs_s1']:.2f}× S1's per-step time)"
+                     if lg.get("per_step_vs_s1") else "")
+                  + f"; peak RSS growth {lg['peak_rss_delta_mb'] or 0:.0f} MB."]
+    bad = [(s, v, d) for s, per in report["output_checks"].items() for v, d in per.items()
+           if d.get("h", 0) > 1e-4 or d.get("gates", 0) > 1e-4]
+    lines += ["", "## Output checks", "",
+              "Forward outputs agree (max abs difference ≤ 1e-4: h vs keras GRU, gates vs the "
+              "custom cell)." if not bad else "Forward outputs that disagree (> 1e-4): " +
+              "; ".join(f"{s} {v}: {d}" for s, v, d in bad)]
+    skipped = {v: info["reason"] for v, info in report["variants"].items()
+               if not info["available"]}
+    if skipped:
+        lines += ["", "Skipped: " + "; ".join(f"{v} ({why})" for v, why in skipped.items())]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    res = [r for r in report["results"] if r["status"] == "ok"]
+    modes = [m for m in ("forward", "train") if any(r["mode"] == m for r in res)]
+    shapes = list(report["shapes"])
+    fig, axes = plt.subplots(1, len(modes), figsize=(7 * len(modes), 4.8), squeeze=False)
+    for ax, mode in zip(axes[0], modes, strict=True):
+        names = [v for v in VARIANTS if any(r["variant"] == v and r["mode"] == mode
+                                           for r in res)]
+        width = 0.8 / max(1, len(names))
+        for j, v in enumerate(names):
+            ms = [next((r["median_ms"] for r in res if (r["shape"], r["variant"], r["mode"])
+                        == (s, v, mode)), np.nan) for s in shapes]
+            ax.bar(np.arange(len(shapes)) + (j - (len(names) - 1) / 2) * width, ms, width,
+                   label=VARIANTS[v][0])
+        ax.set_yscale("log")
+        ax.set_xticks(np.arange(len(shapes)),
+                      [f"{s}\n{'×'.join(map(str, report['shapes'][s]))}" for s in shapes])
+        ax.set_ylabel("median ms (log)")
+        ax.set_title(f"{'forward' if mode == 'forward' else 'training step'}, "
+                     f"{report['threads']['threads']} threads")
+        ax.grid(axis="y", which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"gategru CPU benchmark {report['date']} "
+                 f"({(report['machine'].get('cpu') or {}).get('Model name', '')})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---- command line ----------------------------------------------------------------------------
+def parse_shape(spec: str) -> tuple[str, tuple[int, int, int, int]]:
+    if spec in SHAPES:
+        return spec, SHAPES[spec]
+    parts = spec.lower().split("x")
+    if len(parts) != 4 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"shape {spec!r}: use S1, S2, S3 or BxTxIxH")
+    dims = tuple(int(p) for p in parts)
+    return spec, dims  # type: ignore[return-value]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--shapes", nargs="+", type=parse_shape, default=None,
+                   help="S1 S2 S3 or BxTxIxH (default: S1 S2 S3; --quick: 2x30x8x16)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny smoke run: one small shape, few repeats (output files *-quick.*)")
+    p.add_argument("--long", action="store_true", help="also the long-sequence run")
+    p.add_argument("--long-steps", type=int, default=None, help="default 1e6 (--quick: 20000)")
+    p.add_argument("--long-chunk", type=int, default=50_000, help="steps per call; 0: one call")
+    p.add_argument("--variants", default=",".join(VARIANTS),
+                   help="comma-separated subset of: " + ", ".join(VARIANTS))
+    p.add_argument("--modes", default="forward,train", help="forward, train or both")
+    p.add_argument("--budget", type=float, default=None,
+                   help="seconds of repeats per shape, variant and mode (default 3; --quick 0.05)")
+    p.add_argument("--min-repeats", type=int, default=None, help="default 5 (--quick: 3)")
+    p.add_argument("--max-repeats", type=int, default=200)
+    p.add_argument("--rounds", type=int, default=None,
+                   help="repeats are interleaved over this many rounds (default 5; --quick 1)")
+    p.add_argument("--threads", type=int, default=THREADS,
+                   help="threads for TF (intra and inter op), torch, OpenMP and OpenBLAS")
+    p.add_argument("--matmul-n", type=int, default=None, help="default 2048 (--quick: 256)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    quick = args.quick
+    args.shapes = dict(args.shapes or (QUICK_SHAPES.items() if quick else SHAPES.items()))
+    args.long_steps = args.long_steps or (20_000 if quick else 1_000_000)
+    args.budget = args.budget if args.budget is not None else (0.05 if quick else 3.0)
+    args.min_repeats = args.min_repeats or (3 if quick else 5)
+    args.rounds = args.rounds or (1 if quick else 5)
+    args.matmul_n = args.matmul_n or (256 if quick else 2048)
+    unknown = set(args.variants.split(",")) - set(VARIANTS)
+    if unknown:
+        p.error(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
+    args.variants = [v for v in VARIANTS if v in args.variants.split(",")]
+    args.modes = [m for m in ("forward", "train") if m in args.modes.split(",")]
+    return args
+
+
+def _log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+    wanted, modes = set(args.variants), set(args.modes)
+    loadavg_start = os.getloadavg()
+    torch, torch_reason = load_torch(wanted)
+    onednn_wanted = [v for v in ("onednn_gru", "onednn_gru_avx2") if v in wanted]
+    binary, onednn_reason = build_onednn() if onednn_wanted else (None, "not selected")
+    reasons: dict[str, str | None] = {v: None if v in wanted else "not selected"
+                                      for v in VARIANTS}
+    reasons["torch_gru"] = torch_reason
+    for v in onednn_wanted:
+        reasons[v] = None if binary else onednn_reason
+
+    _log(f"matmul rate ({args.matmul_n}²)")
+    matmul_first = matmul_rate(args.matmul_n, 1.0 if not args.quick else 0.1)
+    results: list[dict] = []
+    checks: dict[str, dict] = {}
+    onednn_header: dict | None = None
+    kept: list[tuple[str, list[Bench]]] = []  # for the memory pass, after every timing
+    with tempfile.TemporaryDirectory(prefix="gategru-bench-") as tmp:
+        for shape, dims in args.shapes.items():
+            _log(f"{shape} {'x'.join(map(str, dims))}: building")
+            batch, steps, width, _ = dims
+            x_np = np.random.default_rng(args.seed).standard_normal((batch, steps, width),
+                                                                    np.float32)
+            benches, weights = keras_benches(dims, x_np, wanted, modes)
+            if torch is not None:
+                benches += torch_benches(torch, dims, x_np, weights, modes)
+            servers: list[OneDnnServer] = []
+            if binary is not None and "forward" in modes:
+                more, servers, failed = onednn_benches(binary, dims, x_np, weights,
+                                                       onednn_wanted, Path(tmp))
+                for v, why in failed.items():
+                    reasons[v] = f"onednn_gru failed at {shape}: {why}"
+                if servers:
+                    onednn_header = onednn_header or servers[0].header
+                    native = servers[0].header
+                    if native.get("isa", 0) <= 0x7 and "onednn_gru_avx2" in onednn_wanted:
+                        reasons["onednn_gru_avx2"] = "the CPU has no ISA above AVX2"
+                        more = [b for b in more if b.variant != "onednn_gru_avx2"]
+                benches += more
+            try:
+                _log(f"{shape}: timing {len(benches)} benches")
+                load0 = os.getloadavg()[0]
+                time_benches(benches, args)
+                load1 = os.getloadavg()[0]
+                _log(f"{shape}: checking outputs")
+                checks[shape] = check_outputs(benches)
+            finally:
+                for server in servers:
+                    server.close()
+            for b in benches:
+                results.append({"shape": shape, "dims": list(dims), "variant": b.variant,
+                                "mode": b.mode, "status": "ok", "times_ms": b.times,
+                                "repeats": len(b.times), "median_ms": _median(b.times),
+                                "min_ms": min(b.times), "peak_rss_delta_mb": b.peak_rss_mb,
+                                "loadavg": [load0, load1]})
+            kept.append((shape, [b for b in benches if not b.variant.startswith("onednn")]))
+
+        long = None
+        if args.long:
+            _log(f"long sequence: {args.long_steps} steps, chunks of {args.long_chunk}")
+            long = long_run(args.long_steps, args.long_chunk)
+        _log("matmul rate again")
+        matmul_last = matmul_rate(args.matmul_n, 1.0 if not args.quick else 0.1)
+
+        memory_ok = False
+        if not args.no_memory and _reset_peak_rss() and _return_freed_memory_to_os():
+            memory_ok = True
+            _log("peak memory pass")
+            libc = ctypes.CDLL("libc.so.6")
+            for shape, benches in kept:
+                gc.collect()
+                for b in benches:
+                    libc.malloc_trim(0)
+                    rss0 = _status_kb("VmRSS")
+                    _reset_peak_rss()
+                    b.run(1)
+                    b.peak_rss_mb = (_status_kb("VmHWM") - rss0) / 1024
+                    for r in results:
+                        if (r["shape"], r["variant"], r["mode"]) == (shape, b.variant, b.mode):
+                            r["peak_rss_delta_mb"] = b.peak_rss_mb
+
+    _log("writing the report")
+    # Ratios, fractions of the matmul rate, targets.
+    best_rate = max(matmul_first["numpy_best"], matmul_first["tf_best"],
+                    matmul_last["numpy_best"], matmul_last["tf_best"])
+    medians = {(r["shape"], r["variant"], r["mode"]): r["median_ms"] for r in results}
+    fractions = {}
+    for r in results:
+        ref = medians.get((r["shape"], REFERENCE, r["mode"]))
+        r["vs_gates"] = r["median_ms"] / ref if ref else None
+        r["gflops"] = gru_flops(tuple(r["dims"]), r["mode"]) / r["median_ms"] / 1e6
+        r["matmul_fraction"] = r["gflops"] / best_rate
+        fractions[(r["shape"], r["variant"], r["mode"])] = r["matmul_fraction"]
+    if long is not None:
+        s1 = medians.get(("S1", REFERENCE, "forward")) if args.shapes.get("S1") == SHAPES[
+            "S1"] else None
+        long["s1_per_step_us"] = s1 / SHAPES["S1"][1] * 1e3 if s1 else None
+        long["per_step_vs_s1"] = (long["per_step_us"] / long["s1_per_step_us"]
+                                  if s1 else None)
+    matmul = {"n": args.matmul_n, "start": matmul_first, "end": matmul_last,
+              "numpy_best": max(matmul_first["numpy_best"], matmul_last["numpy_best"]),
+              "tf_best": max(matmul_first["tf_best"], matmul_last["tf_best"]),
+              "best_gflops": best_rate}
+    threads = {"threads": args.threads,
+               "tf_intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+               "tf_inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+               "torch": torch.get_num_threads() if torch else None,
+               "torch_interop": torch.get_num_interop_threads() if torch else None,
+               "onednn_omp": onednn_header.get("threads") if onednn_header else None,
+               **{k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}}
+    today = dt.date.today().isoformat()
+    report = {
+        "date": today, "started": dt.datetime.now().isoformat(timespec="seconds"),
+        "argv": sys.argv[1:], "quick": args.quick,
+        "machine": machine_info(), "versions": versions(torch, onednn_header),
+        "onednn": onednn_header, "threads": threads,
+        "env": {k: os.environ.get(k) for k in ("TF_ENABLE_ONEDNN_OPTS", "OPENBLAS_CORETYPE",
+                                               "ONEDNN_MAX_CPU_ISA")},
+        "loadavg_start": loadavg_start, "loadavg_end": os.getloadavg(),
+        "settings": {"budget_s": args.budget, "min_repeats": args.min_repeats,
+                     "max_repeats": args.max_repeats, "rounds": args.rounds,
+                     "memory": "peak RSS growth during one call (clear_refs + VmHWM), "
+                     "large allocations unmapped on free" if memory_ok else "not measured"},
+        "shapes": {k: list(v) for k, v in args.shapes.items()},
+        "variants": {v: {"label": VARIANTS[v][0], "modes": list(VARIANTS[v][1]),
+                         "available": reasons[v] is None, "reason": reasons[v]}
+                     for v in VARIANTS},
+        "flops_formula": FLOPS_FORMULA, "matmul": matmul, "results": results,
+        "output_checks": checks, "long": long,
+        "targets": _targets(medians, fractions, args.shapes, long),
+        "wall_s": time.perf_counter() - t_start,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"cpu-{today}{'-quick' if args.quick else ''}"
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=1, default=float) + "\n")
+    text = markdown(report)
+    stem.with_suffix(".md").write_text(text)
+    plot(report, stem.with_suffix(".png"))
+    print(text)
+    _log(f"wrote {stem}.json/.md/.png in {report['wall_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

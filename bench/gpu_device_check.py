@@ -1,0 +1,801 @@
+"""GPU device check: build gategru's CUDA kernels, check them, time them against cuDNN.
+
+For a machine with an NVIDIA GPU, PyTorch (with cuDNN), CMake and pybind11, and no
+TensorFlow. From the repository root:
+
+    python bench/gpu_device_check.py            # the full check, under 8 minutes
+    python bench/gpu_device_check.py --quick    # a small timing grid
+
+1. Builds the native module with CMake (TensorFlow off, CUDA on, the GPU's architecture,
+   Release, ninja when available) into a temporary directory.
+2. Correctness, on fresh random inputs with every output poisoned (NaN) before each run:
+   against torch.nn.GRU (cuDNN) with converted weights, forward and backward (the weight
+   gradients formed with matmuls as gategru/ops.py does); the gates against the float64
+   oracle gategru/reference.py; the backward, masks, reset_after=False and gate gradients
+   against a float64 PyTorch autograd of the same recurrence. Both launch paths.
+3. Timing with CUDA events (warm-up, median), ours against torch.nn.GRU, forward with and
+   without gates, and forward+backward, over B in {1,16,64,256}, H in {128,256,512,1024},
+   T=1000, in fp32, fp16 and bf16 (ours has no half-precision kernel: it casts to fp32 at
+   the boundary, and the results say so).
+4. Writes gpu-<date>.json (top-level "correct", the device, every timing) and gpu-<date>.md
+   to $OUT, or to bench/results/ when $OUT is unset.
+
+Each stage runs in a child process with a timeout, so a hung or crashed kernel still
+leaves a report; a global time guard stops the timing grid early.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import glob
+import importlib.machinery
+import importlib.util
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BUDGET_S = 450  # of the 8 minutes the device call allows, leaving time to write results
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------
+# Build (parent process)
+
+
+def cuda_arch() -> str:
+    if os.environ.get("GATEGRU_CUDA_ARCH"):
+        return os.environ["GATEGRU_CUDA_ARCH"]
+    try:
+        import torch
+
+        major, minor = torch.cuda.get_device_capability(0)
+        return f"{major}{minor}"
+    except Exception:  # noqa: BLE001 - no torch/GPU: build for the H200 anyway
+        return "90"
+
+
+def build(build_dir: Path, log_path: Path) -> tuple[bool, str, float]:
+    """Configures and builds the module; returns (ok, path of _kernels*.so, seconds)."""
+    start = time.time()
+    cmd = [
+        "cmake",
+        "-S",
+        str(ROOT),
+        "-B",
+        str(build_dir),
+        "-DCMAKE_BUILD_TYPE=Release",
+        "-DGATEGRU_BUILD_TF=OFF",
+        "-DGATEGRU_CUDA=ON",
+        f"-DCMAKE_CUDA_ARCHITECTURES={cuda_arch()}",
+        f"-DPython_EXECUTABLE={sys.executable}",
+    ]
+    if shutil.which("ninja"):
+        cmd += ["-G", "Ninja"]
+    jobs = str(os.cpu_count() or 4)
+    with open(log_path, "w") as out:
+        for step in (cmd, ["cmake", "--build", str(build_dir), "-j", jobs]):
+            out.write("$ " + " ".join(step) + "\n")
+            out.flush()
+            done = subprocess.run(step, stdout=out, stderr=subprocess.STDOUT, check=False)
+            if done.returncode != 0:
+                return False, "", time.time() - start
+    found = glob.glob(str(build_dir / "_kernels*.so"))
+    return bool(found), found[0] if found else "", time.time() - start
+
+
+# ---------------------------------------------------------------------------------------
+# Child processes: correctness and timing. Each appends one JSON object per line.
+
+
+class Recorder:
+    def __init__(self, path: str):
+        self.file = open(path, "a")  # noqa: SIM115 - kept open for the child's life
+
+    def __call__(self, **record) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+
+def load_module(path: str):
+    loader = importlib.machinery.ExtensionFileLoader("_kernels", path)
+    spec = importlib.util.spec_from_file_location("_kernels", path, loader=loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def load_reference():
+    """gategru/reference.py by path (gategru/__init__ would want TensorFlow)."""
+    spec = importlib.util.spec_from_file_location(
+        "gategru_reference", ROOT / "gategru" / "reference.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class Ours:
+    """The module's CUDA entry points over torch tensors, outputs allocated here."""
+
+    def __init__(self, kernels, torch):
+        self.k, self.torch = kernels, torch
+
+    def stream(self) -> int:
+        return self.torch.cuda.current_stream().cuda_stream
+
+    def forward(
+        self, xw, h0, u, b, mask=None, reset_after=True, gates=True, path="auto", poison=False
+    ):
+        torch = self.torch
+        bsz, t, h3 = xw.shape
+        h = h3 // 3
+        new = (
+            (lambda *s: torch.full(s, float("nan"), dtype=xw.dtype, device=xw.device))
+            if poison
+            else (lambda *s: torch.empty(s, dtype=xw.dtype, device=xw.device))
+        )
+        out = {"h_seq": new(bsz, t, h), "h_last": new(bsz, h)}
+        if gates:
+            for name in ("update", "reset", "candidate") + (
+                ("hu_candidate",) if reset_after else ()
+            ):
+                out[name] = new(bsz, t, h)
+        self.k.forward_cuda(
+            xw,
+            h0,
+            u,
+            b,
+            out["h_seq"],
+            out["h_last"],
+            mask=mask,
+            update=out.get("update"),
+            reset=out.get("reset"),
+            candidate=out.get("candidate"),
+            hu_candidate=out.get("hu_candidate"),
+            reset_after=reset_after,
+            stream=self.stream(),
+            path=path,
+        )
+        return out
+
+    def backward(
+        self,
+        fwd,
+        h0,
+        u,
+        d_h_seq,
+        d_h_last=None,
+        d_gates=(None, None, None),
+        mask=None,
+        reset_after=True,
+        path="auto",
+        poison=False,
+    ):
+        torch = self.torch
+        bsz, t, h = fwd["h_seq"].shape
+        fill = float("nan") if poison else 0.0
+        d_xw = torch.full((bsz, t, 3 * h), fill, dtype=h0.dtype, device=h0.device)
+        d_h0 = torch.full((bsz, h), fill, dtype=h0.dtype, device=h0.device)
+        self.k.backward_cuda(
+            h0,
+            u,
+            fwd["h_seq"],
+            fwd["update"],
+            fwd["reset"],
+            fwd["candidate"],
+            d_h_seq,
+            d_xw,
+            d_h0,
+            mask=mask,
+            hu_candidate=fwd.get("hu_candidate"),
+            d_h_last=d_h_last,
+            d_update=d_gates[0],
+            d_reset=d_gates[1],
+            d_candidate=d_gates[2],
+            reset_after=reset_after,
+            stream=self.stream(),
+            path=path,
+        )
+        return d_xw, d_h0
+
+
+def previous_states(torch, h_seq, h0, mask):
+    """gategru/ops.py's previous_states: the state each step started from."""
+    shifted = torch.cat([h0[:, None], h_seq[:, :-1]], dim=1)
+    if mask is None:
+        return shifted
+    started = (torch.cumsum(mask.int(), dim=1) - mask.int()) > 0
+    return torch.where(started[..., None], shifted, h0[:, None])
+
+
+def weight_grads(torch, x, kernel, d_xw, fwd, h0, mask, reset_after):
+    """Input/weight gradients from d_xw with large matmuls, exactly as gategru/ops.py."""
+    bsz, t, h3 = d_xw.shape
+    h = h3 // 3
+    flat = d_xw.reshape(-1, h3)
+    d_x = (flat @ kernel.T).reshape(bsz, t, -1)
+    d_kernel = x.reshape(bsz * t, -1).T @ flat
+    d_b_in = flat.sum(0)
+    h_prev = previous_states(torch, fwd["h_seq"], h0, mask).reshape(-1, h)
+    if reset_after:
+        d_hu = torch.cat([flat[:, : 2 * h], flat[:, 2 * h :] * fwd["reset"].reshape(-1, h)], dim=1)
+        return d_x, d_kernel, d_b_in, h_prev.T @ d_hu, d_hu.sum(0)
+    rh = fwd["reset"].reshape(-1, h) * h_prev
+    d_u = torch.cat([h_prev.T @ flat[:, : 2 * h], rh.T @ flat[:, 2 * h :]], dim=1)
+    return d_x, d_kernel, d_b_in, d_u, flat.sum(0)
+
+
+def keras_from_torch(torch, gru):
+    """torch.nn.GRU weights (gate rows r, z, n) as Keras's (columns z, r, h)."""
+
+    def reorder(w):  # (3H, ...) rows r, z, n -> z, r, n
+        r, z, n = w.chunk(3, 0)
+        return torch.cat([z, r, n], 0)
+
+    kernel = reorder(gru.weight_ih_l0.detach()).T.contiguous()
+    recurrent = reorder(gru.weight_hh_l0.detach()).T.contiguous()
+    return kernel, recurrent, reorder(gru.bias_ih_l0.detach()), reorder(gru.bias_hh_l0.detach())
+
+
+def torch_grads_as_keras(torch, gru):
+    def reorder(w):
+        r, z, n = w.chunk(3, 0)
+        return torch.cat([z, r, n], 0)
+
+    return (
+        reorder(gru.weight_ih_l0.grad).T,
+        reorder(gru.weight_hh_l0.grad).T,
+        reorder(gru.bias_ih_l0.grad),
+        reorder(gru.bias_hh_l0.grad),
+    )
+
+
+def oracle_torch(torch, xw, h0, u, b, mask, reset_after):
+    """The recurrence of gategru/reference.py in differentiable torch ops (float64)."""
+    bsz, t, h3 = xw.shape
+    h = h3 // 3
+    state, prev = h0, torch.zeros_like(h0)
+    outs, zs, rs, hcs = [], [], [], []
+    for s in range(t):
+        x = xw[:, s]
+        if reset_after:
+            hu = state @ u + b
+            z = torch.sigmoid(x[:, :h] + hu[:, :h])
+            r = torch.sigmoid(x[:, h : 2 * h] + hu[:, h : 2 * h])
+            hc = torch.tanh(x[:, 2 * h :] + r * hu[:, 2 * h :])
+        else:
+            hu = state @ u[:, : 2 * h] + b[: 2 * h]
+            z = torch.sigmoid(x[:, :h] + hu[:, :h])
+            r = torch.sigmoid(x[:, h : 2 * h] + hu[:, h:])
+            hc = torch.tanh(x[:, 2 * h :] + (r * state) @ u[:, 2 * h :] + b[2 * h :])
+        new = z * state + (1 - z) * hc
+        m = (
+            torch.ones_like(new, dtype=torch.bool)
+            if mask is None
+            else mask[:, s, None].expand_as(new)
+        )
+        state = torch.where(m, new, state)
+        prev = torch.where(m, new, prev)
+        outs.append(prev)
+        for lst, v in ((zs, z), (rs, r), (hcs, hc)):
+            lst.append(torch.where(m, v, torch.zeros_like(v)))
+    st = lambda lst: torch.stack(lst, 1)  # noqa: E731
+    return st(outs), state, st(zs), st(rs), st(hcs)
+
+
+def random_mask(torch, rng, bsz, t, device):
+    mask = torch.rand(bsz, t, generator=rng, device="cpu") > 0.35
+    if bsz > 1:
+        mask[1] = False
+    if bsz > 2:
+        mask[2, : max(1, t // 2)] = False
+    return mask.to(device)
+
+
+def max_err(torch, got, ref):
+    got, ref = got.double().cpu(), ref.double().cpu()
+    if torch.isnan(got).any():
+        return float("inf"), float(ref.abs().max()) if ref.numel() else 0.0
+    return float((got - ref).abs().max()) if got.numel() else 0.0, float(
+        ref.abs().max()
+    ) if ref.numel() else 0.0
+
+
+def run_correctness(kernels, ours, record: Recorder, device: str = "cuda") -> None:
+    """`ours` runs the op (Ours: the CUDA entry points); `device` holds every tensor."""
+    import numpy as np
+    import torch
+
+    ref = load_reference()
+    dev = torch.device(device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    torch.backends.cudnn.allow_tf32 = False  # compare plain fp32 with plain fp32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    rng = torch.Generator().manual_seed(int(time.time()))
+    record(kind="info", cuda_available=kernels.cuda_available()[1])
+
+    def check(name, got, want, tol, relative=False, **ctx):
+        err, scale = max_err(torch, got, want)
+        bound = tol * max(scale, 1.0) if relative else tol
+        ok = err <= bound
+        record(kind="check", name=name, ok=ok, max_abs_err=err, bound=bound, **ctx)
+        if not ok:
+            log(f"FAIL {name} {ctx}: err {err:.3e} > {bound:.3e}")
+        return ok
+
+    def randn(*shape, dtype=torch.float32, scale=1.0):
+        return (torch.randn(*shape, generator=rng) * scale).to(dtype=dtype, device=dev)
+
+    def guarded(ctx, fn):
+        """Runs one case; an exception fails it (a sticky CUDA error ends the stage)."""
+        try:
+            fn()
+            sync()
+        except Exception as err:  # noqa: BLE001
+            record(
+                kind="check",
+                name="exception",
+                ok=False,
+                error=f"{type(err).__name__}: {err}"[:400],
+                **ctx,
+            )
+            log(f"FAIL {ctx}: {type(err).__name__}: {str(err)[:200]}")
+            if any(s in str(err) for s in ("illegal", "launch failure", "unspecified")):
+                raise
+
+    # (a) against cuDNN, fp32, reset_after=True, converted weights.
+    def vs_cudnn(bsz, t, i, h, path, ctx):
+        gru = torch.nn.GRU(i, h, batch_first=True).to(dev)
+        x = randn(bsz, t, i).requires_grad_()
+        h0 = randn(bsz, h, scale=0.5).requires_grad_()
+        out, hn = gru(x, h0[None])
+        g_seq, g_last = randn(bsz, t, h), randn(bsz, h)
+        torch.autograd.backward([out, hn[0]], [g_seq, g_last])
+        kernel, u, b_in, b_rec = keras_from_torch(torch, gru)
+        xw = (x.detach().reshape(-1, i) @ kernel + b_in).reshape(bsz, t, 3 * h)
+        fwd = ours.forward(xw, h0.detach(), u, b_rec, path=path, poison=True)
+        check("h_seq", fwd["h_seq"], out.detach(), 5e-4, **ctx)
+        check("h_last", fwd["h_last"], hn[0].detach(), 5e-4, **ctx)
+        d_xw, d_h0 = ours.backward(fwd, h0.detach(), u, g_seq, g_last, path=path, poison=True)
+        d_x, d_kernel, d_b_in, d_u, d_b_rec = weight_grads(
+            torch, x.detach(), kernel, d_xw, fwd, h0.detach(), None, True
+        )
+        t_kernel, t_u, t_b_in, t_b_rec = torch_grads_as_keras(torch, gru)
+        for name, got, want in (
+            ("d_x", d_x, x.grad),
+            ("d_h0", d_h0, h0.grad),
+            ("d_kernel", d_kernel, t_kernel),
+            ("d_recurrent_kernel", d_u, t_u),
+            ("d_bias_in", d_b_in, t_b_in),
+            ("d_bias_rec", d_b_rec, t_b_rec),
+        ):
+            check(name, got, want, 2e-3, relative=True, **ctx)
+
+    for bsz, t, i, h, path in (
+        (5, 37, 13, 59, "persistent"),
+        (5, 37, 13, 59, "step"),
+        (64, 50, 96, 1024, "persistent"),
+        (64, 50, 96, 1024, "step"),
+        (3, 20, 7, 130, "auto"),
+    ):
+        ctx = dict(test="vs_cudnn", B=bsz, T=t, I=i, H=h, path=path)
+        guarded(ctx, lambda: vs_cudnn(bsz, t, i, h, path, ctx))  # noqa: B023
+
+    # (b) everything else against float64: gates (reference.py), backward with masks,
+    # reset_after=False and gate gradients (autograd of the same recurrence).
+    def vs_float64(dtype, reset_after, mask, path, bsz, t, h, ctx):
+        xw64 = randn(bsz, t, 3 * h, dtype=torch.float64)
+        h064 = randn(bsz, h, dtype=torch.float64, scale=0.5)
+        u64 = randn(h, 3 * h, dtype=torch.float64, scale=h**-0.5)
+        b64 = randn(3 * h, dtype=torch.float64, scale=0.3)
+        args = [a.to(dtype) for a in (xw64, h064, u64, b64)]
+        fwd = ours.forward(*args, mask=mask, reset_after=reset_after, path=path, poison=True)
+        want = ref.gru_sequence_reference(
+            *(a.cpu().numpy() for a in (xw64, h064, u64, b64)),
+            mask=None if mask is None else mask.cpu().numpy(),
+            reset_after=reset_after,
+        )
+        tol = 1e-10 if dtype == torch.float64 else 2e-5
+        for name in ("h_seq", "h_last", "update", "reset", "candidate"):
+            check(name, fwd[name], torch.from_numpy(np.asarray(getattr(want, name))), tol, **ctx)
+        nogates = ours.forward(
+            *args, mask=mask, reset_after=reset_after, path=path, gates=False, poison=True
+        )
+        check("h_seq(no gates)", nogates["h_seq"], fwd["h_seq"], 0.0, **ctx)
+        # backward, with gradients on every output including the gates
+        leaves = [a.clone().requires_grad_() for a in (xw64, h064, u64, b64)]
+        outs = oracle_torch(torch, *leaves, mask, reset_after)
+        grads = [randn(*o.shape, dtype=torch.float64) for o in outs]
+        torch.autograd.backward(list(outs), grads)
+        g = [gr.to(dtype) for gr in grads]
+        d_xw, d_h0 = ours.backward(
+            fwd,
+            args[1],
+            args[2],
+            g[0],
+            g[1],
+            tuple(g[2:]),
+            mask=mask,
+            reset_after=reset_after,
+            path=path,
+            poison=True,
+        )
+        btol = 1e-9 if dtype == torch.float64 else 1e-4
+        check("d_xw", d_xw, leaves[0].grad, btol, relative=True, **ctx)
+        check("d_h0", d_h0, leaves[1].grad, btol, relative=True, **ctx)
+        no_x = torch.zeros(bsz, t, 1, dtype=dtype, device=dev)
+        no_kernel = torch.zeros(1, 3 * h, dtype=dtype, device=dev)
+        _, _, _, d_u, d_b = weight_grads(
+            torch, no_x, no_kernel, d_xw, fwd, args[1], mask, reset_after
+        )
+        check("d_recurrent_kernel", d_u, leaves[2].grad, btol, relative=True, **ctx)
+        check("d_recurrent_bias", d_b, leaves[3].grad, btol, relative=True, **ctx)
+
+    for dtype in (torch.float64, torch.float32):
+        for reset_after in (True, False):
+            for masked in (False, True):
+                for path in ("persistent", "step"):
+                    bsz, t, h = 6, 23, 37
+                    mask = random_mask(torch, rng, bsz, t, dev) if masked else None
+                    ctx = dict(
+                        test="vs_float64",
+                        dtype=str(dtype).split(".")[-1],
+                        reset_after=reset_after,
+                        masked=masked,
+                        path=path,
+                        B=bsz,
+                        T=t,
+                        H=h,
+                    )
+                    guarded(ctx, lambda: vs_float64(dtype, reset_after, mask, path, bsz, t, h, ctx))  # noqa: B023
+    sync()
+    if dev.type == "cuda":
+        for h in (128, 1024, 1100):
+            fwd_plan = kernels.cuda_launch_plan(64, h, "float32")
+            bwd_plan = kernels.cuda_launch_plan(64, h, "float32", backward=True)
+            record(kind="plan", H=h, B=64, forward=fwd_plan, backward=bwd_plan)
+    record(kind="done")
+
+
+def cuda_time_ms(torch, fn, deadline: float) -> dict:
+    """Median of CUDA-event timings after warm-up; fewer repeats for slow shapes."""
+    torch.cuda.synchronize()
+    start = time.time()
+    fn()
+    torch.cuda.synchronize()
+    first = (time.time() - start) * 1e3
+    warmup = 1 if first > 50 else 2
+    repeats = int(min(15, max(3, 600 / max(first, 1e-3))))
+    if time.time() + (warmup + repeats) * first / 1e3 > deadline:
+        repeats = 1
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    return {"ms": statistics.median(times), "repeats": repeats, "min_ms": min(times)}
+
+
+def run_timing(kernels_path: str, record: Recorder, deadline: float, quick: bool) -> None:
+    import torch
+
+    kernels = load_module(kernels_path)
+    ours = Ours(kernels, torch)
+    dev = torch.device("cuda")
+    record(
+        kind="info",
+        tf32_cudnn=torch.backends.cudnn.allow_tf32,
+        tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+    )
+    batches, units = ((1, 64), (128, 512)) if quick else ((1, 16, 64, 256), (128, 256, 512, 1024))
+    t = 200 if quick else 1000
+    dtypes = (("fp32", torch.float32), ("fp16", torch.float16), ("bf16", torch.bfloat16))
+    for label, dtype in dtypes:
+        for h in units:
+            for bsz in batches:
+                base = dict(kind="timing", dtype=label, B=bsz, T=t, I=h, H=h)
+                if time.time() > deadline:
+                    record(**base, skipped="time budget")
+                    continue
+                try:
+                    plan = kernels.cuda_launch_plan(bsz, h, "float32")
+                    base["path"] = "persistent" if plan["persistent"] else "step"
+                    time_one(torch, ours, dev, dtype, bsz, t, h, base, record, deadline)
+                except Exception as err:  # noqa: BLE001 - record and go on
+                    record(**base, error=f"{type(err).__name__}: {err}"[:400])
+                    if "CUDA error" in str(err) or "cudaError" in str(err):
+                        record(kind="fatal", error=str(err)[:400])
+                        return
+                finally:
+                    torch.cuda.empty_cache()
+    record(kind="done")
+
+
+def time_one(torch, ours, dev, dtype, bsz, t, h, base, record, deadline) -> None:
+    gen = torch.Generator(device=dev).manual_seed(0)
+    gru = torch.nn.GRU(h, h, batch_first=True).to(dev)
+    kernel, u, b_in, b_rec = keras_from_torch(torch, gru)  # fp32 master weights
+    x32 = torch.randn(bsz, t, h, device=dev, generator=gen)
+    h0 = torch.zeros(bsz, h, device=dev)
+    g_seq = torch.randn(bsz, t, h, device=dev, generator=gen)
+    x = x32.to(dtype)
+    gru_t = gru.to(dtype)
+    cast = dtype != torch.float32
+
+    def ours_forward(gates):
+        xin = x.float() if cast else x  # no half kernel: fp32 inside, casts at the boundary
+        xw = torch.addmm(b_in, xin.reshape(-1, h), kernel).reshape(bsz, t, 3 * h)
+        out = ours.forward(xw, h0, u, b_rec, gates=gates)
+        return out, xin, xw
+
+    def ours_fwd(gates):
+        out, _, _ = ours_forward(gates)
+        return out["h_seq"].to(dtype) if cast else out["h_seq"]
+
+    def ours_fwd_bwd():
+        out, xin, _ = ours_forward(True)
+        d_xw, d_h0 = ours.backward(out, h0, u, g_seq)
+        return weight_grads(torch, xin, kernel, d_xw, out, h0, None, True), d_h0
+
+    params = list(gru_t.parameters())
+    h0_t = h0.to(dtype)[None]
+    g_t = g_seq.to(dtype)
+
+    def cudnn_fwd():
+        with torch.no_grad():
+            return gru_t(x, h0_t)
+
+    xr = x.detach().requires_grad_()
+
+    def cudnn_fwd_bwd():
+        out, _ = gru_t(xr, h0_t)
+        return torch.autograd.grad(out, [xr, *params], g_t)
+
+    cases = [
+        ("cudnn_fwd", cudnn_fwd),
+        ("ours_fwd_gates", lambda: ours_fwd(True)),
+        ("ours_fwd_nogates", lambda: ours_fwd(False)),
+        ("cudnn_fwd_bwd", cudnn_fwd_bwd),
+        ("ours_fwd_bwd", ours_fwd_bwd),
+    ]
+    if dtype == torch.float32:
+
+        def cudnn_fwd_strict():
+            before = torch.backends.cudnn.allow_tf32
+            torch.backends.cudnn.allow_tf32 = False
+            try:
+                return cudnn_fwd()
+            finally:
+                torch.backends.cudnn.allow_tf32 = before
+
+        cases.insert(1, ("cudnn_fwd_no_tf32", cudnn_fwd_strict))
+    for name, fn in cases:
+        if time.time() > deadline:
+            record(**base, case=name, skipped="time budget")
+            continue
+        try:
+            result = cuda_time_ms(torch, fn, deadline)
+            record(
+                **base,
+                case=name,
+                **result,
+                note="ours: fp32 kernels, inputs cast at the boundary"
+                if cast and name.startswith("ours")
+                else "",
+            )
+            log(f"{base['dtype']} B={bsz:<4} H={h:<5} {name:<18} {result['ms']:9.3f} ms")
+        except Exception as err:  # noqa: BLE001
+            record(**base, case=name, error=f"{type(err).__name__}: {err}"[:400])
+            log(f"{base['dtype']} B={bsz} H={h} {name}: {type(err).__name__}: {str(err)[:120]}")
+            if "illegal" in str(err) or "launch failure" in str(err):
+                raise
+
+
+# ---------------------------------------------------------------------------------------
+# Parent: stages, time guard, report
+
+
+def run_child(stage: str, kernels_path: str, lines: Path, timeout: float, extra=()) -> str:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--stage",
+        stage,
+        "--kernels",
+        kernels_path,
+        "--lines",
+        str(lines),
+        *extra,
+    ]
+    try:
+        done = subprocess.run(cmd, timeout=max(timeout, 5), check=False)
+        return "ok" if done.returncode == 0 else f"exit code {done.returncode}"
+    except subprocess.TimeoutExpired:
+        return f"timed out after {timeout:.0f} s"
+
+
+def read_lines(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def markdown(report: dict) -> str:
+    rows = {}
+    for r in report["timings"]:
+        key = (r["dtype"], r["H"], r["B"])
+        rows.setdefault(key, {"path": r.get("path", "")})
+        if "case" in r:
+            rows[key][r["case"]] = r.get("ms", r.get("error", r.get("skipped", "")))
+
+    def cell(v):
+        return f"{v:.2f}" if isinstance(v, (int, float)) else ("–" if not v else str(v)[:30])
+
+    def ratio(a, b):
+        return (
+            f"{a / b:.2f}"
+            if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b
+            else "–"
+        )
+
+    out = [
+        f"# gategru GPU check, {report['date']}",
+        "",
+        f"Device: {report['device']}; torch {report['torch']}, cuDNN {report['cudnn']}; "
+        f"correct: **{report['correct']}**; T={report.get('T', 1000)}, I=H. Times in ms "
+        "(CUDA events, median). ours = input projection (torch.addmm) + our fused op. "
+        "fp16/bf16 'ours' runs the fp32 kernels with casts at the boundary. cuDNN fp32 runs "
+        f"with PyTorch's TF32 default (allow_tf32={report.get('tf32_cudnn')}); the 'no TF32' "
+        "column turns it off.",
+        "",
+        "| dtype | H | B | path | cuDNN fwd | cuDNN fwd (no TF32) | ours fwd+gates | ours fwd | "
+        "gates/cuDNN | cuDNN fwd+bwd | ours fwd+bwd | ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (dtype, h, b), v in sorted(
+        rows.items(), key=lambda kv: (["fp32", "fp16", "bf16"].index(kv[0][0]), kv[0][1], kv[0][2])
+    ):
+        fwd_ratio = ratio(v.get("ours_fwd_gates"), v.get("cudnn_fwd"))
+        bwd_ratio = ratio(v.get("ours_fwd_bwd"), v.get("cudnn_fwd_bwd"))
+        out.append(
+            f"| {dtype} | {h} | {b} | {v['path']} | {cell(v.get('cudnn_fwd'))} | "
+            f"{cell(v.get('cudnn_fwd_no_tf32'))} | {cell(v.get('ours_fwd_gates'))} | "
+            f"{cell(v.get('ours_fwd_nogates'))} | {fwd_ratio} | "
+            f"{cell(v.get('cudnn_fwd_bwd'))} | {cell(v.get('ours_fwd_bwd'))} | {bwd_ratio} |"
+        )
+    failed = [c for c in report["checks"] if not c.get("ok")]
+    out += ["", f"Correctness checks: {len(report['checks'])}, failed: {len(failed)}."]
+    hidden = ("kind", "name", "ok")
+    out += [
+        f"- FAIL {c['name']} {json.dumps({k: v for k, v in c.items() if k not in hidden})}"
+        for c in failed[:40]
+    ]
+    out += [f"- note: {n}" for n in report["notes"]]
+    return "\n".join(out) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small timing grid")
+    parser.add_argument("--budget", type=float, default=BUDGET_S, help="seconds for everything")
+    parser.add_argument("--stage", choices=("correctness", "timing"), help=argparse.SUPPRESS)
+    parser.add_argument("--kernels", help=argparse.SUPPRESS)
+    parser.add_argument("--lines", help=argparse.SUPPRESS)
+    parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.stage == "correctness":
+        import torch
+
+        kernels = load_module(args.kernels)
+        run_correctness(kernels, Ours(kernels, torch), Recorder(args.lines))
+        return 0
+    if args.stage == "timing":
+        run_timing(args.kernels, Recorder(args.lines), args.deadline, args.quick)
+        return 0
+
+    start = time.time()
+    deadline = start + args.budget
+    out_dir = Path(os.environ["OUT"]) if os.environ.get("OUT") else ROOT / "bench" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now().strftime("%Y-%m-%d")
+    work = Path(tempfile.mkdtemp(prefix="gategru-gpu-"))
+    report = {
+        "date": stamp,
+        "correct": False,
+        "device": "unknown",
+        "torch": None,
+        "cudnn": None,
+        "T": 200 if args.quick else 1000,
+        "notes": [],
+        "checks": [],
+        "timings": [],
+        "plans": [],
+    }
+    try:
+        import torch
+
+        report.update(
+            torch=torch.__version__,
+            cudnn=torch.backends.cudnn.version(),
+            device=torch.cuda.get_device_name(0),
+            capability=torch.cuda.get_device_capability(0),
+            tf32_cudnn=torch.backends.cudnn.allow_tf32,
+        )
+    except Exception as err:  # noqa: BLE001
+        report["notes"].append(f"torch/GPU unavailable: {err}")
+
+    log(f"building into {work / 'build'} (CUDA arch {cuda_arch()})")
+    build_log = out_dir / f"gpu-{stamp}-build.log"
+    ok, kernels_path, seconds = build(work / "build", build_log)
+    report["build"] = {"ok": ok, "seconds": round(seconds, 1), "log": build_log.name}
+    log(f"build {'ok' if ok else 'FAILED'} in {seconds:.0f} s (log: {build_log})")
+    if ok:
+        log("correctness")
+        lines = work / "correctness.jsonl"
+        status = run_child(
+            "correctness", kernels_path, lines, min(200, deadline - time.time() - 60)
+        )
+        got = read_lines(lines)
+        report["checks"] = [r for r in got if r["kind"] == "check"]
+        report["plans"] = [r for r in got if r["kind"] == "plan"]
+        report["cuda_available"] = next(
+            (r["cuda_available"] for r in got if r["kind"] == "info"), None
+        )
+        complete = any(r["kind"] == "done" for r in got)
+        report["correct"] = (
+            complete and bool(report["checks"]) and all(c["ok"] for c in report["checks"])
+        )
+        if status != "ok" or not complete:
+            report["notes"].append(f"correctness stage: {status}, complete={complete}")
+        log(
+            f"correctness: {sum(c['ok'] for c in report['checks'])}/{len(report['checks'])} "
+            f"checks passed ({status})"
+        )
+        log("timing")
+        lines = work / "timing.jsonl"
+        status = run_child(
+            "timing",
+            kernels_path,
+            lines,
+            deadline - time.time() - 10,
+            ["--deadline", str(deadline - 20)] + (["--quick"] if args.quick else []),
+        )
+        got = read_lines(lines)
+        report["timings"] = [r for r in got if r["kind"] == "timing"]
+        report.update(
+            {k: v for r in got if r["kind"] == "info" for k, v in r.items() if k != "kind"}
+        )
+        report["notes"] += [f"timing stopped: {r['error']}" for r in got if r["kind"] == "fatal"]
+        if status != "ok":
+            report["notes"].append(f"timing stage: {status}")
+    report["elapsed_s"] = round(time.time() - start, 1)
+    json_path = out_dir / f"gpu-{stamp}.json"
+    json_path.write_text(json.dumps(report, indent=1))
+    (out_dir / f"gpu-{stamp}.md").write_text(markdown(report))
+    log(
+        f"correct={report['correct']}; wrote {json_path} and {json_path.with_suffix('.md')} "
+        f"in {report['elapsed_s']} s"
+    )
+    shutil.rmtree(work, ignore_errors=True)
+    return 0 if report["correct"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

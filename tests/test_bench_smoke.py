@@ -1,0 +1,56 @@
+"""Smoke test of the CPU benchmark: `bench/cpu_bench.py --quick` runs end to end and writes
+a JSON report with every available variant timed (PyTorch and oneDNN are optional)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "cpu_bench.py"
+
+
+def test_quick_benchmark_writes_complete_report(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    # cwd=tmp_path: the source tree's gategru (no compiled op) must not shadow the installed one.
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--out", str(out)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=180,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [report_path] = out.glob("cpu-*-quick.json")
+    assert report_path.with_suffix(".md").stat().st_size > 0
+    assert report_path.with_suffix(".png").stat().st_size > 0
+    report = json.loads(report_path.read_text())
+
+    variants = report["variants"]
+    for name in ("gategru_gates", "gategru_nogates", "keras_gru", "keras_cell",
+                 "keras_recompute"):
+        assert variants[name]["available"], (name, variants[name]["reason"])
+    for name, info in variants.items():
+        if not info["available"]:
+            assert info["reason"], f"{name} skipped without a reason"
+
+    results = {(r["shape"], r["variant"], r["mode"]): r for r in report["results"]}
+    for shape in report["shapes"]:
+        for name, info in variants.items():
+            if not info["available"]:
+                continue
+            for mode in info["modes"]:
+                r = results[(shape, name, mode)]
+                assert r["repeats"] == len(r["times_ms"]) >= 1
+                for value in (*r["times_ms"], r["median_ms"], r["vs_gates"],
+                              r["matmul_fraction"]):
+                    assert math.isfinite(value) and value > 0, (shape, name, mode, value)
+                checks = report["output_checks"][shape]
+                if mode == "forward":
+                    assert checks[name]["h"] < 1e-4, (name, checks[name])
+                    assert checks[name].get("gates", 0.0) < 1e-4, (name, checks[name])
+
+    assert report["matmul"]["best_gflops"] > 0
+    assert report["threads"]["tf_intra_op"] == report["threads"]["threads"]
+    assert report["machine"]["nproc"] >= 1 and report["versions"]["tensorflow"]

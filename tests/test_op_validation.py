@@ -1,0 +1,121 @@
+"""Every input rule of both ops: a clear InvalidArgumentError naming the input and the
+expected and actual shapes (eager calls skip shape functions, so the kernels speak)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from gategru.ops import gru_sequence, load_library
+
+B, T, H = 2, 3, 4
+
+
+def forward_inputs(rng):
+    return dict(
+        xw=tf.constant(rng.normal(size=(B, T, 3 * H)), tf.float32),
+        h0=tf.constant(rng.normal(size=(B, H)), tf.float32),
+        recurrent_kernel=tf.constant(rng.normal(size=(H, 3 * H)), tf.float32),
+        recurrent_bias=tf.constant(rng.normal(size=(3 * H,)), tf.float32),
+        mask=tf.constant(rng.random((B, T)) > 0.3),
+    )
+
+
+FORWARD_RULES = [
+    ("xw", tf.zeros([B, T]), r"`xw` must have shape \(batch, timesteps, 3\*units\).*got \(2, 3\)"),
+    ("xw", tf.zeros([B, T, 3 * H + 1]), r"`xw` must have shape.*got \(2, 3, 13\)"),
+    ("h0", tf.zeros([B + 1, H]), r"`h0` must have shape \(2, 4\), got \(3, 4\)"),
+    ("h0", tf.zeros([B, H, 1]), r"`h0` must have shape \(2, 4\), got \(2, 4, 1\)"),
+    ("recurrent_kernel", tf.zeros([H, 3 * H + 3]),
+     r"`recurrent_kernel` must have shape \(units, 3\*units\)"),
+    ("recurrent_kernel", tf.zeros([3 * H]), r"`recurrent_kernel` must have shape.*got \(12,\)"),
+    ("recurrent_bias", tf.zeros([2, 3 * H]),
+     r"`recurrent_bias` must have shape \(12,\), got \(2, 12\)"),
+    ("mask", tf.ones([B, T + 1], tf.bool), r"`mask` must have shape \(2, 3\), got \(2, 4\)"),
+    ("mask", tf.ones([B * T], tf.bool), r"`mask` must have shape \(2, 3\), got \(6,\)"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "message"), FORWARD_RULES)
+def test_forward_rules(rng, name, value, message):
+    inputs = dict(forward_inputs(rng), **{name: value})
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        load_library().gate_gru_forward(**inputs)
+
+
+def test_forward_dtype_must_match_and_be_supported(rng):
+    inputs = forward_inputs(rng)
+    lib = load_library()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="input #1.*float.*double"):
+        lib.gate_gru_forward(**dict(inputs, h0=tf.cast(inputs["h0"], tf.float64)))
+    half = {k: tf.cast(v, tf.float16) if v.dtype == tf.float32 else v for k, v in inputs.items()}
+    with pytest.raises(tf.errors.InvalidArgumentError, match="half"):
+        lib.gate_gru_forward(**half)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="input #4.*bool"):
+        lib.gate_gru_forward(**dict(inputs, mask=tf.ones([B, T])))
+
+
+def test_public_function_names_the_argument_with_a_bad_dtype(rng):
+    inputs = forward_inputs(rng)
+    with pytest.raises(TypeError, match=r"`h0` has dtype float64.*xw.*float32"):
+        gru_sequence(**dict(inputs, h0=tf.cast(inputs["h0"], tf.float64)))
+    with pytest.raises(TypeError, match="`xw` must be float32 or float64, got float16"):
+        gru_sequence(**{k: tf.cast(v, tf.float16) if v.dtype == tf.float32 else v
+                        for k, v in inputs.items()})
+
+
+def test_attribute_values_are_checked(rng):
+    with pytest.raises((TypeError, ValueError), match="bool|reset_after"):
+        load_library().gate_gru_forward(**forward_inputs(rng), reset_after="yes")
+
+
+def backward_inputs(rng, reset_after=True):
+    fwd = forward_inputs(rng)
+    out = load_library().gate_gru_forward(**fwd, reset_after=reset_after)
+    seq = tf.constant(rng.normal(size=(B, T, H)), tf.float32)
+    return dict(
+        h0=fwd["h0"], recurrent_kernel=fwd["recurrent_kernel"], mask=fwd["mask"],
+        h_seq=out.h_seq, update=out.update, reset=out.reset, candidate=out.candidate,
+        hu_candidate=out.hu_candidate, d_h_seq=seq,
+        d_h_last=tf.constant(rng.normal(size=(B, H)), tf.float32),
+        d_update=seq, d_reset=seq, d_candidate=seq, reset_after=reset_after,
+    )
+
+
+BACKWARD_RULES = [
+    ("h_seq", tf.zeros([B, T]), r"`h_seq` must have rank 3, got \(2, 3\)"),
+    ("recurrent_kernel", tf.zeros([H, 3 * H, 1]), r"`recurrent_kernel` must have rank 2"),
+    ("recurrent_kernel", tf.zeros([H + 1, 3 * H]), r"`recurrent_kernel` must have shape \(4, 12\)"),
+    ("h0", tf.zeros([B, H + 1]), r"`h0` must have shape \(2, 4\), got \(2, 5\)"),
+    ("mask", tf.ones([T, B], tf.bool), r"`mask` must have shape \(2, 3\), got \(3, 2\)"),
+    ("update", tf.zeros([B, T, H + 1]), r"`update` must have shape \(2, 3, 4\)"),
+    ("reset", tf.zeros([B, T + 1, H]), r"`reset` must have shape \(2, 3, 4\)"),
+    ("candidate", tf.zeros([B, T, 1]), r"`candidate` must have shape \(2, 3, 4\)"),
+    ("hu_candidate", tf.zeros([0, 0, 0]), r"`hu_candidate` must have shape \(2, 3, 4\)"),
+    ("d_h_seq", tf.zeros([B, T]), r"`d_h_seq` must have shape \(2, 3, 4\)"),
+    ("d_h_last", tf.zeros([B]), r"`d_h_last` must have shape \(2, 4\), got \(2,\)"),
+    ("d_update", tf.zeros([1, 1, 1]), r"`d_update` must have shape \(2, 3, 4\)"),
+    ("d_reset", tf.zeros([B, T, 2]), r"`d_reset` must have shape \(2, 3, 4\)"),
+    ("d_candidate", tf.zeros([B, T + 2, H]), r"`d_candidate` must have shape \(2, 3, 4\)"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "message"), BACKWARD_RULES)
+def test_backward_rules(rng, name, value, message):
+    inputs = dict(backward_inputs(rng), **{name: value})
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        load_library().gate_gru_backward(**inputs)
+
+
+def test_backward_accepts_absent_gate_gradients(rng):
+    inputs = backward_inputs(rng, reset_after=False)
+    empty = tf.zeros([0, 0, 0])
+    full = load_library().gate_gru_backward(**dict(inputs, d_update=inputs["d_h_seq"] * 0,
+                                                   d_reset=inputs["d_h_seq"] * 0,
+                                                   d_candidate=inputs["d_h_seq"] * 0,
+                                                   hu_candidate=empty))
+    absent = load_library().gate_gru_backward(**dict(inputs, d_update=empty, d_reset=empty,
+                                                     d_candidate=empty, hu_candidate=empty))
+    np.testing.assert_array_equal(full.d_xw, absent.d_xw)
+    assert np.abs(absent.d_xw.numpy()).sum() > 0
