@@ -92,6 +92,11 @@ VARIANTS = {  # name: (label, modes)
     "onednn_gru_avx2": ("oneDNN lbr_gru, AVX2 cap", ("forward",)),
 }
 REFERENCE = "gategru_gates"
+MEMORY_NOTE = (
+    "peak growth during one call (after the timings): the larger of the process's peak RSS "
+    "(large allocations unmapped on free) and TF's allocator peak bytes in use; oneDNN: its "
+    "process's peak RSS over the user-layout inputs"
+)
 FLOPS_FORMULA = (
     "forward: 2*B*T*(I+H)*3H (the input and recurrent matmuls; gate arithmetic not counted); "
     "train: 3x forward (backward = two matmuls per forward matmul)"
@@ -133,6 +138,34 @@ def _return_freed_memory_to_os() -> bool:
         return False
 
 
+def _tf_allocator_bytes() -> tuple[int, int] | None:
+    """(in use, peak) of TF's CPU allocator, or None where it keeps no statistics. (With oneDNN
+    opts on, TF allocates through a pool that RSS does not see shrink, but it counts bytes.)"""
+    try:
+        info = tf.config.experimental.get_memory_info("CPU:0")
+    except (ValueError, RuntimeError):
+        return None
+    return info["current"], info["peak"]
+
+
+def measure_memory(run: Callable[[int], list[float]], tf_stats: bool) -> dict[str, float | None]:
+    """Peak memory growth of one call: the process's peak RSS and, where TF counts them, the
+    peak bytes in use by TF's allocator; peak_mb is the larger of the two."""
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    rss0 = _status_kb("VmRSS")
+    _reset_peak_rss()
+    before = None
+    if tf_stats:
+        tf.config.experimental.reset_memory_stats("CPU:0")
+        before = _tf_allocator_bytes()
+    run(1)
+    rss_mb = (_status_kb("VmHWM") - rss0) / 1024
+    after = _tf_allocator_bytes() if before else None
+    # A peak of 0 means the allocator keeps no statistics.
+    tf_mb = (after[1] - before[0]) / 2**20 if before and after and after[1] > 0 else None
+    return {"peak_mb": max(rss_mb, tf_mb or 0.0), "rss_growth_mb": rss_mb, "tf_alloc_mb": tf_mb}
+
+
 # ---- timing ----------------------------------------------------------------------------------
 def _sync() -> None:
     # TF's eager executor is synchronous by default, so a call returns with its outputs computed;
@@ -163,7 +196,7 @@ class Bench:
     mode: str
     run: Callable[[int], list[float]]
     outputs: Callable[[], dict[str, np.ndarray]] | None = None  # forward results, for checks
-    peak_rss_mb: float | None = None  # set by the bench itself (oneDNN) or the memory pass
+    memory: dict[str, float | None] = field(default_factory=dict)  # see measure_memory()
     times: list[float] = field(default_factory=list)
 
 
@@ -268,7 +301,7 @@ def keras_benches(
             loss_of: Callable[[Any], tf.Tensor] | None) -> None:
         if name not in wanted:
             return
-        layer = gru if name == "keras_gru" else make()
+        layer = make()
         if layer is not gru:
             layer.build((None, None, width))
             layer.set_weights(weights)
@@ -473,7 +506,8 @@ def onednn_benches(binary: Path, dims: tuple[int, int, int, int], x_np: np.ndarr
         servers.append(server)
         benches.append(Bench(variant, "forward", server.run,
                              outputs=lambda s=server: {"h": s.dump((batch, steps, units))},
-                             peak_rss_mb=server.header.get("peak_rss_delta_mb")))
+                             memory={"peak_mb": server.header.get("peak_rss_delta_mb"),
+                                     "rss_growth_mb": server.header.get("peak_rss_delta_mb")}))
     data.unlink()
     return benches, servers, failed
 
@@ -507,26 +541,29 @@ def _median(values: list[float]) -> float:
 
 
 def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
+    # float32 is enough: differences of values this close are exact (Sterbenz).
+    return float(np.max(np.abs(a - b))) if a.size else 0.0
 
 
-def check_outputs(benches: list[Bench]) -> dict[str, dict[str, float]]:
+def check_outputs(benches: list[Bench]) -> dict[str, dict[str, Any]]:
     """Max abs differences of each variant's forward outputs: h against keras.layers.GRU, the
     gates against the custom cell (Keras's math step by step), else against GateGRU."""
-    by_name = {b.variant: b for b in benches if b.mode == "forward" and b.outputs is not None}
+    by_name = {b.variant: b.outputs for b in benches if b.mode == "forward" and b.outputs}
     ref_h_name = next((n for n in ("keras_gru", REFERENCE) if n in by_name), None)
     ref_g_name = next((n for n in ("keras_cell", REFERENCE, "keras_recompute") if n in by_name),
                       None)
     if ref_h_name is None:
         return {}
-    ref_h = by_name[ref_h_name].outputs()["h"]  # type: ignore[misc]
+    cache = {ref_h_name: by_name[ref_h_name]()}
+    ref_h = cache[ref_h_name]["h"]
     ref_g = None
     if ref_g_name is not None:
-        ref_g = {k: v for k, v in by_name[ref_g_name].outputs().items() if k != "h"}  # type: ignore[misc]
-    diffs: dict[str, dict[str, float]] = {}
-    for name, bench in by_name.items():
-        out = bench.outputs()  # type: ignore[misc]
-        entry = {"h": _max_diff(out["h"], ref_h), "h_reference": ref_h_name}
+        cache[ref_g_name] = cache.get(ref_g_name) or by_name[ref_g_name]()
+        ref_g = {k: v for k, v in cache[ref_g_name].items() if k != "h"}
+    diffs: dict[str, dict[str, Any]] = {}
+    for name, outputs in by_name.items():
+        out = cache.pop(name, None) or outputs()
+        entry: dict[str, Any] = {"h": _max_diff(out["h"], ref_h), "h_reference": ref_h_name}
         if ref_g and "update" in out:
             entry["gates"] = max(_max_diff(out[k], ref_g[k]) for k in ref_g)
             entry["gates_reference"] = ref_g_name
@@ -578,11 +615,15 @@ def long_run(steps: int, chunk: int) -> dict:
                          tf.TensorSpec([1, units], tf.float32)])
     x = tf.constant(np.random.default_rng(2).standard_normal((1, steps, width), np.float32))
     h0 = tf.zeros([1, units])
-    fn(x[:, :chunk], h0)  # trace
+    fn(x[:, : min(chunk, 1000)], h0)  # trace (the signature leaves the length open)
     _sync()
     gc.collect()
     rss0 = _status_kb("VmRSS")
     peak_ok = _reset_peak_rss()
+    tf_before = _tf_allocator_bytes()
+    if tf_before:
+        tf.config.experimental.reset_memory_stats("CPU:0")
+        tf_before = _tf_allocator_bytes()
     h, chunk_ms, gate_sum = h0, [], 0.0
     start = time.perf_counter()
     for s in range(0, steps, chunk):
@@ -592,12 +633,18 @@ def long_run(steps: int, chunk: int) -> dict:
         chunk_ms.append((time.perf_counter() - t0) * 1e3)
         gate_sum += float(gates["update"][0, -1, 0])  # touch the gates: they were written
         del seq, gates
-    total_s = time.perf_counter() - start
+    wall_s = time.perf_counter() - start
+    total_s = sum(chunk_ms) / 1e3  # the calls alone
+    tf_after = _tf_allocator_bytes() if tf_before else None
+    if tf_after and tf_after[1] == 0:
+        tf_after = None  # no statistics kept
     return {
-        "dims": [1, steps, width, units], "chunk": chunk, "total_s": total_s,
+        "dims": [1, steps, width, units], "chunk": chunk, "total_s": total_s, "wall_s": wall_s,
         "per_step_us": total_s / steps * 1e6, "chunk_ms": chunk_ms,
         "peak_rss_delta_mb": (_status_kb("VmHWM") - rss0) / 1024 if peak_ok else None,
         "peak_rss_mb": _status_kb("VmHWM") / 1024,
+        "peak_tf_alloc_delta_mb": (tf_after[1] - tf_before[0]) / 2**20
+        if tf_before and tf_after else None,
         "finite": bool(np.isfinite(gate_sum) and np.all(np.isfinite(np.asarray(h)))),
     }
 
@@ -668,7 +715,9 @@ def _targets(medians: dict, fractions: dict, shapes: dict, long: dict | None) ->
     gates = (REFERENCE, "forward")
     canonical = [s for s, d in SHAPES.items() if shapes.get(s) == d]
     for s in canonical:
-        for peer in ("onednn_gru", "torch_gru", "keras_gru"):
+        for peer in ("onednn_gru", "torch_gru", "keras_gru", "onednn_gru_avx2"):
+            if peer == "onednn_gru_avx2" and (s, peer, "forward") not in medians:
+                continue  # informational, and only where the CPU has more than AVX2
             add(s, f"gates on faster than {VARIANTS[peer][0]}", (peer, "forward"), gates,
                 ">= 1", lambda v: v >= 1.0)
     if "S2" in canonical:
@@ -738,8 +787,8 @@ def markdown(report: dict) -> str:
             dims = "×".join(map(str, report["shapes"][s]))
             lines.append(f"| {s} {dims} | " + " | ".join(cells) + " |")
     lines += ["", "## Forward as a fraction of the best matmul rate; peak memory", "",
-              "Fraction: " + report["flops_formula"] + ". Memory: growth of the process's "
-              "peak RSS during one call (MB), forward / train.", "",
+              "Fraction: " + report["flops_formula"] + ". Memory: " + report["settings"]["memory"]
+              + ", MB, forward / train.", "",
               "| shape | " + " | ".join(VARIANTS[v][0] for v in names) + " |",
               "|---|" + "---|" * len(names)]
     for s in shapes:
@@ -747,8 +796,8 @@ def markdown(report: dict) -> str:
         for v in names:
             f, t = by_key.get((s, v, "forward")), by_key.get((s, v, "train"))
             frac = f"{100 * f['matmul_fraction']:.2g}%" if f else "–"
-            mem = " / ".join("–" if r is None or r["peak_rss_delta_mb"] is None
-                             else f"{r['peak_rss_delta_mb']:.0f}" for r in (f, t))
+            mem = " / ".join("–" if r is None or r["memory"].get("peak_mb") is None
+                             else f"{r['memory']['peak_mb']:.0f}" for r in (f, t))
             cells.append(f"{frac}; {mem} MB")
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
     if report["targets"]:
@@ -765,13 +814,21 @@ def markdown(report: dict) -> str:
                   f"{lg['chunk']} steps: {lg['total_s']:.1f} s, {lg['per_step_us']:.2f} µs/step"
                   + (f" ({lg['per_step_vs_s1']:.2f}× S1's per-step time)"
                      if lg.get("per_step_vs_s1") else "")
-                  + f"; peak RSS growth {lg['peak_rss_delta_mb'] or 0:.0f} MB."]
-    bad = [(s, v, d) for s, per in report["output_checks"].items() for v, d in per.items()
-           if d.get("h", 0) > 1e-4 or d.get("gates", 0) > 1e-4]
+                  + f"; peak RSS growth {lg['peak_rss_delta_mb'] or 0:.0f} MB (process peak "
+                  f"{lg['peak_rss_mb']:.0f} MB), TF allocator peak growth "
+                  f"{lg['peak_tf_alloc_delta_mb'] or 0:.0f} MB."]
     lines += ["", "## Output checks", "",
-              "Forward outputs agree (max abs difference ≤ 1e-4: h vs keras GRU, gates vs the "
-              "custom cell)." if not bad else "Forward outputs that disagree (> 1e-4): " +
-              "; ".join(f"{s} {v}: {d}" for s, v, d in bad)]
+              "Forward outputs, max abs difference (h / gates) against the reference named; "
+              "flagged above 1e-4.", ""]
+    for s, per in report["output_checks"].items():
+        cells = []
+        for v, d in per.items():
+            refs = f"vs {d['h_reference']}" + (f" / {d['gates_reference']}" if "gates" in d
+                                               else "")
+            diff = f"{d['h']:.1e}" + (f" / {d['gates']:.1e}" if "gates" in d else "")
+            flag = " **MISMATCH**" if max(d["h"], d.get("gates", 0.0)) > 1e-4 else ""
+            cells.append(f"{v} {diff} ({refs}){flag}")
+        lines.append(f"- {s}: " + "; ".join(cells))
     skipped = {v: info["reason"] for v, info in report["variants"].items()
                if not info["available"]}
     if skipped:
@@ -788,7 +845,9 @@ def plot(report: dict, path: Path) -> None:
     res = [r for r in report["results"] if r["status"] == "ok"]
     modes = [m for m in ("forward", "train") if any(r["mode"] == m for r in res)]
     shapes = list(report["shapes"])
-    fig, axes = plt.subplots(1, len(modes), figsize=(7 * len(modes), 4.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(modes), figsize=(7 * len(modes), 5.4), squeeze=False)
+    colors = dict(zip(VARIANTS, plt.get_cmap("tab10").colors, strict=False))  # same in each plot
+    handles: dict[str, Any] = {}
     for ax, mode in zip(axes[0], modes, strict=True):
         names = [v for v in VARIANTS if any(r["variant"] == v and r["mode"] == mode
                                            for r in res)]
@@ -796,8 +855,8 @@ def plot(report: dict, path: Path) -> None:
         for j, v in enumerate(names):
             ms = [next((r["median_ms"] for r in res if (r["shape"], r["variant"], r["mode"])
                         == (s, v, mode)), np.nan) for s in shapes]
-            ax.bar(np.arange(len(shapes)) + (j - (len(names) - 1) / 2) * width, ms, width,
-                   label=VARIANTS[v][0])
+            handles[v] = ax.bar(np.arange(len(shapes)) + (j - (len(names) - 1) / 2) * width,
+                                ms, width, color=colors[v], label=VARIANTS[v][0])
         ax.set_yscale("log")
         ax.set_xticks(np.arange(len(shapes)),
                       [f"{s}\n{'×'.join(map(str, report['shapes'][s]))}" for s in shapes])
@@ -805,10 +864,12 @@ def plot(report: dict, path: Path) -> None:
         ax.set_title(f"{'forward' if mode == 'forward' else 'training step'}, "
                      f"{report['threads']['threads']} threads")
         ax.grid(axis="y", which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+    order = [v for v in VARIANTS if v in handles]
+    fig.legend([handles[v] for v in order], [VARIANTS[v][0] for v in order],
+               loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.suptitle(f"gategru CPU benchmark {report['date']} "
                  f"({(report['machine'].get('cpu') or {}).get('Model name', '')})")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -825,30 +886,33 @@ def parse_shape(spec: str) -> tuple[str, tuple[int, int, int, int]]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--shapes", nargs="+", type=parse_shape, default=None,
                    help="S1 S2 S3 or BxTxIxH (default: S1 S2 S3; --quick: 2x30x8x16)")
     p.add_argument("--quick", action="store_true",
                    help="tiny smoke run: one small shape, few repeats (output files *-quick.*)")
     p.add_argument("--long", action="store_true", help="also the long-sequence run")
     p.add_argument("--long-steps", type=int, default=None, help="default 1e6 (--quick: 20000)")
-    p.add_argument("--long-chunk", type=int, default=50_000, help="steps per call; 0: one call")
+    p.add_argument("--long-chunk", type=int, default=50_000,
+                   help="steps per call, state carried over (default 50000; 0: one call)")
     p.add_argument("--variants", default=",".join(VARIANTS),
-                   help="comma-separated subset of: " + ", ".join(VARIANTS))
-    p.add_argument("--modes", default="forward,train", help="forward, train or both")
+                   help="comma-separated subset of (default: all): " + ", ".join(VARIANTS))
+    p.add_argument("--modes", default="forward,train",
+                   help="forward, train or forward,train (default)")
     p.add_argument("--budget", type=float, default=None,
                    help="seconds of repeats per shape, variant and mode (default 3; --quick 0.05)")
     p.add_argument("--min-repeats", type=int, default=None, help="default 5 (--quick: 3)")
-    p.add_argument("--max-repeats", type=int, default=200)
+    p.add_argument("--max-repeats", type=int, default=200, help="default 200")
     p.add_argument("--rounds", type=int, default=None,
                    help="repeats are interleaved over this many rounds (default 5; --quick 1)")
     p.add_argument("--threads", type=int, default=THREADS,
-                   help="threads for TF (intra and inter op), torch, OpenMP and OpenBLAS")
+                   help="threads for TF (intra and inter op), torch, OpenMP and OpenBLAS "
+                   f"(default: all cores, {THREADS} here)")
     p.add_argument("--matmul-n", type=int, default=None, help="default 2048 (--quick: 256)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results",
+                   help="where cpu-<date>.json/.md/.png go (default: bench/results)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the inputs (default 0)")
     args = p.parse_args(argv)
     quick = args.quick
     args.shapes = dict(args.shapes or (QUICK_SHAPES.items() if quick else SHAPES.items()))
@@ -857,6 +921,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.min_repeats = args.min_repeats or (3 if quick else 5)
     args.rounds = args.rounds or (1 if quick else 5)
     args.matmul_n = args.matmul_n or (256 if quick else 2048)
+    args.variants = ",".join(v.strip() for v in args.variants.split(","))
     unknown = set(args.variants.split(",")) - set(VARIANTS)
     if unknown:
         p.error(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
@@ -871,9 +936,13 @@ def _log(msg: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    t_start = time.perf_counter()
+    t_start, started = time.perf_counter(), dt.datetime.now().isoformat(timespec="seconds")
     wanted, modes = set(args.variants), set(args.modes)
     loadavg_start = os.getloadavg()
+    if loadavg_start[0] > (os.cpu_count() or 1):
+        # OpenMP peers (torch, oneDNN) spin at barriers: a busy machine hurts them most.
+        _log(f"warning: load average {loadavg_start[0]:.1f} on {os.cpu_count()} cores; "
+             "timings will be noisy, torch and oneDNN the most")
     torch, torch_reason = load_torch(wanted)
     onednn_wanted = [v for v in ("onednn_gru", "onednn_gru_avx2") if v in wanted]
     binary, onednn_reason = build_onednn() if onednn_wanted else (None, "not selected")
@@ -925,7 +994,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.append({"shape": shape, "dims": list(dims), "variant": b.variant,
                                 "mode": b.mode, "status": "ok", "times_ms": b.times,
                                 "repeats": len(b.times), "median_ms": _median(b.times),
-                                "min_ms": min(b.times), "peak_rss_delta_mb": b.peak_rss_mb,
+                                "min_ms": min(b.times), "memory": b.memory,
                                 "loadavg": [load0, load1]})
             kept.append((shape, [b for b in benches if not b.variant.startswith("onednn")]))
 
@@ -940,18 +1009,14 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_memory and _reset_peak_rss() and _return_freed_memory_to_os():
             memory_ok = True
             _log("peak memory pass")
-            libc = ctypes.CDLL("libc.so.6")
+            tf_stats = _tf_allocator_bytes() is not None  # None: TF keeps no statistics
             for shape, benches in kept:
                 gc.collect()
                 for b in benches:
-                    libc.malloc_trim(0)
-                    rss0 = _status_kb("VmRSS")
-                    _reset_peak_rss()
-                    b.run(1)
-                    b.peak_rss_mb = (_status_kb("VmHWM") - rss0) / 1024
+                    b.memory = measure_memory(b.run, tf_stats and b.variant != "torch_gru")
                     for r in results:
                         if (r["shape"], r["variant"], r["mode"]) == (shape, b.variant, b.mode):
-                            r["peak_rss_delta_mb"] = b.peak_rss_mb
+                            r["memory"] = b.memory
 
     _log("writing the report")
     # Ratios, fractions of the matmul rate, targets.
@@ -984,22 +1049,25 @@ def main(argv: list[str] | None = None) -> int:
                **{k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}}
     today = dt.date.today().isoformat()
     report = {
-        "date": today, "started": dt.datetime.now().isoformat(timespec="seconds"),
+        "date": today, "started": started,
         "argv": sys.argv[1:], "quick": args.quick,
         "machine": machine_info(), "versions": versions(torch, onednn_header),
         "onednn": onednn_header, "threads": threads,
         "env": {k: os.environ.get(k) for k in ("TF_ENABLE_ONEDNN_OPTS", "OPENBLAS_CORETYPE",
-                                               "ONEDNN_MAX_CPU_ISA")},
+                                               "ONEDNN_MAX_CPU_ISA", "GATEGRU_CPU_ISA")},
         "loadavg_start": loadavg_start, "loadavg_end": os.getloadavg(),
         "settings": {"budget_s": args.budget, "min_repeats": args.min_repeats,
                      "max_repeats": args.max_repeats, "rounds": args.rounds,
-                     "memory": "peak RSS growth during one call (clear_refs + VmHWM), "
-                     "large allocations unmapped on free" if memory_ok else "not measured"},
+                     "memory": MEMORY_NOTE if memory_ok else "not measured"},
         "shapes": {k: list(v) for k, v in args.shapes.items()},
         "variants": {v: {"label": VARIANTS[v][0], "modes": list(VARIANTS[v][1]),
                          "available": reasons[v] is None, "reason": reasons[v]}
                      for v in VARIANTS},
         "flops_formula": FLOPS_FORMULA, "matmul": matmul, "results": results,
+        "ratios_vs_gates": {  # median time / GateGRU-gates-on median time, same shape and mode
+            s: {m: {r["variant"]: r["vs_gates"] for r in results
+                    if r["shape"] == s and r["mode"] == m} for m in args.modes}
+            for s in args.shapes},
         "output_checks": checks, "long": long,
         "targets": _targets(medians, fractions, args.shapes, long),
         "wall_s": time.perf_counter() - t_start,

@@ -1,4 +1,5 @@
-"""The ``gategru`` command line: ``gategru demo`` trains a small model and draws its gates."""
+"""The ``gategru`` command line: ``gategru demo`` trains a small model and draws its gates;
+``gategru inspect`` captures the gates of a saved model."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import sys  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
+from collections.abc import Iterator, Sequence  # noqa: E402
 
 
 def _positive_int(text: str) -> int:
@@ -27,6 +29,45 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     result = run_demo(out_dir=args.out, epochs=args.epochs, seed=args.seed, quiet=args.quiet)
     print(f"gates picture: {result['png']}")
     print(f"gates arrays:  {result['npz']}")
+    return 0
+
+
+@contextlib.contextmanager
+def _quiet_native_startup() -> Iterator[None]:
+    """TensorFlow's C++ side logs a few lines while it is imported, before it reads
+    TF_CPP_MIN_LOG_LEVEL: hide them unless the user asked for TensorFlow's info logs."""
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") in ("0", ""):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            import tensorflow  # noqa: F401
+    except ImportError:
+        pass  # reported, with its message, by whatever needs TensorFlow next
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    yield
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    with _quiet_native_startup():
+        from gategru.inspect_model import inspect_model
+
+    inspect_model(
+        args.model,
+        args.inputs,
+        args.out,
+        plot=args.plot,
+        batch_size=args.batch_size,
+        sample=args.sample,
+        dtype=args.dtype,
+        progress=False if args.quiet else None,
+        say=(lambda _: None) if args.quiet else print,
+    )
     return 0
 
 
@@ -59,8 +100,59 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="print only where files went")
     demo.set_defaults(handler=_cmd_demo)
 
-    # Further subcommands go here, each with set_defaults(handler=...), e.g. a future
-    # `inspect` (draw the gates of a saved model on given inputs) as `_cmd_inspect`.
+    inspect = commands.add_parser(
+        "inspect",
+        help="capture the gates of every GRU layer of a saved model on given inputs",
+        description="Load a saved Keras model, run INPUTS through it, and write the update, "
+        "reset and candidate gates of every GRU layer (keras.layers.GRU or GateGRU, also "
+        "inside Bidirectional) to an HDF5 file: dataset /<layer>/<gate> of shape (samples, "
+        "timesteps, units), aligned with the input time axis. Prints a per-layer, per-gate "
+        "summary (mean, std, fraction of steps saturated; masked steps left out). The "
+        "model is not changed.",
+    )
+    inspect.add_argument("model", metavar="MODEL", help="the saved model (.keras or .h5)")
+    inspect.add_argument(
+        "inputs",
+        metavar="INPUTS",
+        help="a .npy array the model takes, (samples, timesteps, features) (or (samples, "
+        "timesteps) for an Embedding); memory-mapped, so it may be larger than memory",
+    )
+    inspect.add_argument(
+        "--out",
+        metavar="FILE",
+        default="gates.h5",
+        help="the HDF5 file to write (default: gates.h5; replaced if it exists)",
+    )
+    inspect.add_argument(
+        "--plot",
+        metavar="PNG",
+        help="also draw one sample's gates as heatmaps (PNG) and a per-unit saturation "
+        "overview (PNG with _saturation before the suffix); with several GRU layers, one "
+        "pair per layer with the layer's name added",
+    )
+    inspect.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        metavar="N",
+        help="samples per forward pass (default: all at once); lower it for big inputs",
+    )
+    inspect.add_argument(
+        "--sample",
+        type=int,
+        default=0,
+        metavar="K",
+        help="the sample that --plot draws (default: 0)",
+    )
+    inspect.add_argument(
+        "--dtype",
+        choices=("float32", "float16"),
+        default="float32",
+        help="how the gates are stored (default: float32; float16 halves the file)",
+    )
+    inspect.add_argument("--quiet", action="store_true", help="print only errors")
+    inspect.set_defaults(handler=_cmd_inspect)
+
+    # Further subcommands go here, each with set_defaults(handler=...).
     return parser
 
 

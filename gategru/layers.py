@@ -156,7 +156,8 @@ class GateGRU(keras.layers.GRU):
             h_seq, h_last, gates = gru_loop_with_gates(cell, x, h0, mask, training, op_dtype)
         else:
             b_in, b_rec = self._split_bias(op_dtype)
-            xw = self._input_projection(x, sequences, op_dtype, training) + b_in
+            # bias_add, not +: it can write into the projection's buffer instead of a copy
+            xw = tf.nn.bias_add(self._input_projection(x, sequences, op_dtype, training), b_in)
             res = gate_ops.gru_sequence(
                 xw,
                 h0,

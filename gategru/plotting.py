@@ -20,6 +20,8 @@ GATE_NAMES = ("update", "reset", "candidate")
 
 # Gate values closer than this to a bound count as saturated.
 SATURATION = 0.05
+# Fraction of a saturation panel's height above its data, for the legend.
+_LEGEND_ROOM = 0.3
 
 _PANELS = {
     # name: (title, colormap, vmin, vmax); z and r are sigmoids, h̃ is a tanh.
@@ -144,6 +146,105 @@ def plot_gates(
     axes[-1, 0].set_xlabel("timestep")
     fig.suptitle(title if title is not None else f"GRU gates, sample {sample}")
 
+    if path is not None:
+        fig.savefig(os.fspath(path), dpi=120, format="png")
+    return fig
+
+
+def plot_saturation(
+    stats_or_gates: object,
+    path: str | os.PathLike | None = None,
+    title: str | None = None,
+    mask: object = None,
+) -> Figure:
+    """Per unit, how often each gate sits at its bounds: one panel per gate, one stacked
+    bar per unit (fraction of steps near the low bound, near the high bound), with the
+    unit's mean gate value as a dot (right axis).
+
+    Args:
+      stats_or_gates: a :class:`gategru.stats.GateStats` (e.g. from
+        ``capture_to_file``), or gates ``{"update", "reset", "candidate"}`` of shape
+        (samples, timesteps, units) as ``capture`` returns them.
+      path: where to save a PNG (dpi 120); nothing is saved when None.
+      title: the figure's title.
+      mask: with gates, (samples, timesteps) bool: the steps that count (default all).
+
+    Returns:
+      The ``matplotlib.figure.Figure``.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as err:
+        raise ImportError(
+            "plot_saturation needs matplotlib: pip install matplotlib (or gategru[plot])"
+        ) from err
+    from gategru.stats import GateStats
+
+    if isinstance(stats_or_gates, GateStats):
+        stats = stats_or_gates
+    elif isinstance(stats_or_gates, Mapping):
+        stats = GateStats.from_gates(_check_gates(stats_or_gates), mask)
+    else:
+        raise TypeError(
+            "plot_saturation takes a GateStats or a gates dict, got "
+            f"{type(stats_or_gates).__name__}"
+        )
+    per_unit = stats.per_unit()
+    n_units = stats.units or 0
+    s = stats.saturation
+    bounds = {
+        # name: (label, low text, high text, mean axis range)
+        "update": ("update gate $z$", f"z < {s:g}", f"z > {1 - s:g}", (0.0, 1.0)),
+        "reset": ("reset gate $r$", f"r < {s:g}", f"r > {1 - s:g}", (0.0, 1.0)),
+        "candidate": (
+            r"candidate $\tilde{h}$",
+            rf"$\tilde{{h}}$ < {-1 + s:g}",
+            rf"$\tilde{{h}}$ > {1 - s:g}",
+            (-1.0, 1.0),
+        ),
+    }
+
+    fig = Figure(figsize=(10.0, 7.5), layout="constrained")
+    FigureCanvasAgg(fig)  # attaches itself to fig; makes savefig work without pyplot
+    axes = fig.subplots(len(GATE_NAMES), 1, sharex=True)
+    units = np.arange(n_units)
+    width = 0.8 if n_units <= 64 else 1.0  # many units: bars touch, no gaps to alias
+    for ax, name in zip(axes, GATE_NAMES, strict=True):
+        label, low_text, high_text, mean_range = bounds[name]
+        low, high = per_unit[name]["low"], per_unit[name]["high"]
+        ax.bar(units, low, width, color="#3b6fb6", label=low_text, linewidth=0)
+        ax.bar(units, high, width, bottom=low, color="#d1495b", label=high_text, linewidth=0)
+        # Headroom above 1 holds the legend, so it never hides a bar.
+        ax.set_ylim(0.0, 1.0 + _LEGEND_ROOM)
+        ax.set_yticks(np.linspace(0.0, 1.0, 6))
+        ax.set_ylabel("fraction of steps")
+        ax.set_title(
+            f"{label}: {100 * np.nanmean(low):.1f}% of steps {low_text}, "
+            f"{100 * np.nanmean(high):.1f}% {high_text}"
+        )
+        mean_ax = ax.twinx()
+        mean_ax.plot(
+            units,
+            per_unit[name]["mean"],
+            "o",
+            color="black",
+            markersize=2.5,
+            label="unit mean (right axis)",
+        )
+        lo, hi = mean_range
+        mean_ax.set_ylim(lo, hi + _LEGEND_ROOM * (hi - lo))
+        mean_ax.set_yticks(np.linspace(lo, hi, 5))
+        mean_ax.set_ylabel("mean")
+        handles = ax.get_legend_handles_labels()[0] + mean_ax.get_legend_handles_labels()[0]
+        ax.legend(handles=handles, loc="upper right", fontsize="small", ncols=3)
+    axes[-1].set_xlabel("unit")
+    axes[-1].set_xlim(-0.5, n_units - 0.5)
+    fig.suptitle(
+        title
+        if title is not None
+        else f"GRU gate saturation per unit ({stats.count:,} steps per unit)"
+    )
     if path is not None:
         fig.savefig(os.fspath(path), dpi=120, format="png")
     return fig

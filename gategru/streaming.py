@@ -7,8 +7,10 @@ Peak memory depends on the chunk length, not on the sequence length.
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +18,10 @@ import keras
 import numpy as np
 
 from gategru import __version__
-from gategru.capture import (
+from gategru.gate_files import GateWriter, format_for
+from gategru.layers import GATE_NAMES, GateGRU
+from gategru.plotting import SATURATION
+from gategru.probe import (
     CaptureError,
     GateProbe,
     ProbeOutput,
@@ -27,9 +32,6 @@ from gategru.capture import (
     _nodes,
     shape_text,
 )
-from gategru.gate_files import GateWriter, format_for
-from gategru.layers import GATE_NAMES, GateGRU
-from gategru.plotting import SATURATION
 from gategru.progress import Progress
 from gategru.stats import GateStats
 
@@ -94,7 +96,7 @@ def _not_streamable(layer: Any, why: str) -> CaptureError:
 
 
 class StreamProbe(GateProbe):
-    """A :class:`~gategru.capture.GateProbe` whose GRUs all take their initial state as
+    """A :class:`~gategru.probe.GateProbe` whose GRUs all take their initial state as
     an input and return their final state, so that a sequence runs chunk by chunk.
 
     Takes a GRU layer (``keras.layers.GRU`` or ``GateGRU``; inputs ``[x, mask]``) or a
@@ -290,6 +292,40 @@ def _as_arrays(value: Any, probe: StreamProbe, mask: Any) -> list | None:
     return parts
 
 
+class _Background:
+    """One worker thread for writing and statistics, so that they overlap the next chunk's
+    computation (the op releases the GIL). At most ``depth`` chunks wait: memory stays
+    bounded by the chunk length."""
+
+    def __init__(self, depth: int = 2) -> None:
+        self._jobs: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="gategru-writer", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            if self._error is None:  # after a failure, drain without working
+                try:
+                    job[0](*job[1:])
+                except BaseException as err:  # re-raised in the caller's thread
+                    self._error = err
+
+    def submit(self, fn: Callable[..., None], *args: Any) -> None:
+        self._check()
+        self._jobs.put((fn, *args))
+
+    def close(self) -> None:
+        """Waits for the queued work; raises what it raised."""
+        self._jobs.put(None)
+        self._thread.join()
+        self._check()
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+
 # ---- the public functions -----------------------------------------------------------------
 @dataclass
 class StreamResult:
@@ -394,7 +430,16 @@ def capture_to_file(
     probe = StreamProbe(model_or_layer)
     accumulators = {key: GateStats(saturation) for key in probe.keys} if stats else {}
     writer: GateWriter | None = None
+    background = _Background()
     samples = total = 0
+
+    def consume(start: int, output: ProbeOutput) -> None:
+        for key, gates in output.gates.items():
+            if writer is not None:
+                writer.write(key, gates, slice(0, samples), start)
+            if stats:
+                accumulators[key].update(gates, output.masks.get(key))
+
     try:
         for start, output in iter_gate_chunks(probe, inputs, chunk_steps, mask, progress):
             first = next(iter(output.gates.values()))["update"]
@@ -404,15 +449,14 @@ def capture_to_file(
                 layers = {t.key: (samples, length, t.layer.units) for t in probe.targets}
                 attrs = {"gategru_version": __version__, "time_axis": "input"}
                 writer = GateWriter(path, layers, fmt, dtype, attrs)
-            for key, gates in output.gates.items():
-                if writer is not None:
-                    writer.write(key, gates, slice(0, samples), start)
-                if stats:
-                    accumulators[key].update(gates, output.masks.get(key))
+            background.submit(consume, start, output)
             total = start + first.shape[1]
     finally:
-        if writer is not None:
-            writer.close()
+        try:
+            background.close()
+        finally:
+            if writer is not None:
+                writer.close()
     return StreamResult(
         path=None if path is None else os.fspath(path),
         format=fmt,

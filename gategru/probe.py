@@ -10,6 +10,7 @@ the model's inputs: the original layers, weights and predictions are left alone.
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -157,7 +158,9 @@ class GateProbe:
 
     # ---- building ----------------------------------------------------------------------------
     def _start(self, model: Any) -> None:
-        self.model = model
+        self.name = model.name
+        # weak: capture() caches probes per model, and a probe must not keep its model alive
+        self._model = weakref.ref(model)
         self.targets: list[_Target] = []
         self._state_inputs: list[Any] = []
         self._outputs: dict[str, dict] = {"gates": {}, "masks": {}, "states": {}}
@@ -165,13 +168,12 @@ class GateProbe:
     def _finish(self) -> None:
         if not self.targets:
             raise CaptureError(
-                f"model '{self.model.name}' has no GRU layers (keras.layers.GRU or GateGRU) "
-                "to capture"
+                f"model '{self.name}' has no GRU layers (keras.layers.GRU or GateGRU) to capture"
             )
         self.sync()
         outputs = {name: part for name, part in self._outputs.items() if part}
         self._probe = keras.Model(
-            [*self._inputs, *self._state_inputs], outputs, name=f"{self.model.name}_gates"
+            [*self._inputs, *self._state_inputs], outputs, name=f"{self.name}_gates"
         )
         self._specs = [
             tf.TensorSpec(x.shape, x.dtype) for x in [*self._inputs, *self._state_inputs]
@@ -218,7 +220,7 @@ class GateProbe:
         return (
             f"GRU layer(s) {gru_layers(layer)} sit inside {where} '{layer.name}' "
             f"({type(layer).__name__}), whose inner inputs capture cannot reach from the "
-            f"inputs of '{self.model.name}'. " + fix
+            f"inputs of '{self.name}'. " + fix
         )
 
     def _add_target(
@@ -247,6 +249,16 @@ class GateProbe:
 
     # ---- running -----------------------------------------------------------------------------
     @property
+    def model(self) -> Any:
+        """The model (or layer) the probe was built for; None once it is gone."""
+        return self._model()
+
+    @property
+    def model_inputs(self) -> list:
+        """The symbolic inputs the probe takes (besides initial states)."""
+        return list(self._inputs)
+
+    @property
     def keys(self) -> list[str]:
         return [target.key for target in self.targets]
 
@@ -263,7 +275,7 @@ class GateProbe:
                 continue
             dtype = target.twin.compute_dtype
             if target.layer.stateful:
-                stored = np.asarray(keras.ops.convert_to_numpy(target.layer.states[0]))
+                stored = np.asarray(target.layer.states[0].numpy())
                 if stored.shape[0] != batch:
                     raise CaptureError(
                         f"stateful GRU layer '{target.layer.name}' holds states for "
@@ -286,7 +298,7 @@ class GateProbe:
         flat = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         if len(flat) != len(self._inputs):
             raise ValueError(
-                f"model '{self.model.name}' takes {len(self._inputs)} input(s), got {len(flat)}"
+                f"model '{self.name}' takes {len(self._inputs)} input(s), got {len(flat)}"
             )
         return flat
 
@@ -328,7 +340,7 @@ class GateProbe:
         memory. ``inputs`` may be numpy memmaps (``np.load(path, mmap_mode="r")``): only
         one batch of them is read at a time."""
         flat = self.flat_inputs(inputs)
-        samples = check_inputs(self.model, self._inputs, flat)
+        samples = check_inputs(self.name, self._inputs, flat)
         size = samples if batch_size is None else int(batch_size)
         if size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -378,7 +390,7 @@ def shape_text(shape: tuple) -> str:
     return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
 
 
-def check_inputs(model: keras.Model, expected: list, leaves: list) -> int:
+def check_inputs(name: str, expected: list, leaves: list) -> int:
     """The number of samples, after checking the inputs against the model's inputs."""
     samples = None
     for leaf, spec in zip(leaves, expected, strict=True):
@@ -388,7 +400,7 @@ def check_inputs(model: keras.Model, expected: list, leaves: list) -> int:
             w is not None and w != s for w, s in zip(want[1:], shape[1:], strict=True)
         ):
             raise ValueError(
-                f"model '{model.name}' expects inputs of shape {shape_text(want)} "
+                f"model '{name}' expects inputs of shape {shape_text(want)} "
                 f"(None: any size), got an array of shape {shape_text(shape)}"
             )
         if samples is None:
@@ -430,4 +442,19 @@ def capture(
 
     The model, its weights and its predictions are not changed.
     """
-    return GateProbe(model)(inputs, batch_size=batch_size, progress=progress)
+    return _cached_probe(model)(inputs, batch_size=batch_size, progress=progress)
+
+
+# model -> (its graph, probe): repeated captures reuse one traced probe.
+_PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _cached_probe(model: keras.Model) -> GateProbe:
+    graph = _graph(model) if isinstance(model, keras.Model) else None
+    cached = _PROBES.get(model) if graph is not None else None
+    if cached is not None and cached[0]() is graph:  # a Sequential may have grown since
+        cached[1].sync()  # the weights may have changed since
+        return cached[1]
+    probe = GateProbe(model)
+    _PROBES[model] = (weakref.ref(graph), probe)
+    return probe

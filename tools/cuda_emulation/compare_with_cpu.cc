@@ -1,0 +1,126 @@
+// Runs gru_forward_cuda / gru_backward_cuda (the kernels' source on host threads, through
+// include/cuda_runtime.h) against the CPU kernels. See run.sh. Modes: tiny, quick, (none).
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cuda_runtime.h"
+#include "gru_cpu.h"
+#include "gru_cuda.h"
+
+using namespace gategru;
+
+static int failures = 0;
+
+template <typename T>
+double maxdiff(const std::vector<T>& a, const std::vector<T>& b) {
+  double m = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double d = std::fabs(double(a[i]) - double(b[i]));
+    if (std::isnan(d)) return INFINITY;
+    m = std::max(m, d);
+  }
+  return m;
+}
+
+template <typename T>
+void run_case(int64_t B, int64_t T_, int64_t H, bool reset_after, int mask_kind, int sms,
+              CudaPath path, bool gates, bool gate_grads, unsigned seed) {
+  emu::config().sms = sms;
+  std::mt19937 gen(seed);
+  std::normal_distribution<double> nd;
+  auto rnd = [&](int64_t n, double s) { std::vector<T> v(n); for (auto& x : v) x = T(nd(gen) * s); return v; };
+  auto xw = rnd(B * T_ * 3 * H, 1.0), h0 = rnd(B * H, 0.5), U = rnd(H * 3 * H, 1.0 / std::sqrt(double(H))), bias = rnd(3 * H, 0.3);
+  std::vector<char> maskc(B * T_, 1);
+  if (mask_kind) {
+    std::uniform_real_distribution<double> ud;
+    for (auto& m : maskc) m = ud(gen) > 0.35;
+    if (B > 1) for (int64_t t = 0; t < T_; ++t) maskc[1 * T_ + t] = 0;
+    if (B > 2) for (int64_t t = 0; t < std::max<int64_t>(1, T_ / 2) && t < T_; ++t) maskc[2 * T_ + t] = 0;
+  }
+  const bool* mask = mask_kind ? reinterpret_cast<const bool*>(maskc.data()) : nullptr;
+  const int64_t S = B * T_ * H;
+  struct Out { std::vector<T> h_seq, h_last, z, r, hc, hu; };
+  auto make = [&](Out& o, GruForwardParams<T>& p, T fill) {
+    o.h_seq.assign(S, fill); o.h_last.assign(B * H, fill);
+    o.z.assign(S, fill); o.r.assign(S, fill); o.hc.assign(S, fill); o.hu.assign(S, fill);
+    p.batch = B; p.time = T_; p.units = H; p.reset_after = reset_after;
+    p.xw = xw.data(); p.h0 = h0.data(); p.recurrent_kernel = U.data(); p.recurrent_bias = bias.data(); p.mask = mask;
+    p.h_seq = o.h_seq.data(); p.h_last = o.h_last.data();
+    if (gates) { p.update = o.z.data(); p.reset = o.r.data(); p.candidate = o.hc.data(); p.hu_candidate = reset_after ? o.hu.data() : nullptr; }
+  };
+  Out cpu, gpu;
+  GruForwardParams<T> pc, pg;
+  make(cpu, pc, T(0));
+  make(gpu, pg, T(NAN));
+  gru_forward_cpu(pc, SerialWorkers());
+  std::vector<unsigned char> ws(gru_forward_cuda_workspace(pg) + 1);
+  const long coop0 = emu::config().coop_launches;
+  int rc = gru_forward_cuda(pg, nullptr, ws.data(), ws.size() - 1, path);
+  const bool went_persistent = emu::config().coop_launches > coop0;
+  const double tol = sizeof(T) == 8 ? 1e-12 : 2e-5;
+  double e = rc ? INFINITY : std::max(maxdiff(cpu.h_seq, gpu.h_seq), maxdiff(cpu.h_last, gpu.h_last));
+  if (gates && !rc) e = std::max({e, maxdiff(cpu.z, gpu.z), maxdiff(cpu.r, gpu.r), maxdiff(cpu.hc, gpu.hc)});
+  if (gates && reset_after && !rc) e = std::max(e, maxdiff(cpu.hu, gpu.hu));
+  // backward on the CPU forward's outputs (needs the gates)
+  double eb = 0;
+  if (gates) {
+    auto dhs = rnd(S, 1.0), dhl = rnd(B * H, 1.0), dz = rnd(S, 0.5), dr = rnd(S, 0.5), dhc = rnd(S, 0.5);
+    std::vector<T> dxc(B * T_ * 3 * H, T(0)), dh0c(B * H, T(0)), dxg(B * T_ * 3 * H, T(NAN)), dh0g(B * H, T(NAN));
+    GruBackwardParams<T> q;
+    q.batch = B; q.time = T_; q.units = H; q.reset_after = reset_after; q.h0 = h0.data(); q.recurrent_kernel = U.data(); q.mask = mask;
+    q.h_seq = cpu.h_seq.data(); q.update = cpu.z.data(); q.reset = cpu.r.data(); q.candidate = cpu.hc.data();
+    q.hu_candidate = reset_after ? cpu.hu.data() : nullptr; q.d_h_seq = dhs.data(); q.d_h_last = (seed % 2) ? dhl.data() : nullptr;
+    if (gate_grads) { q.d_update = dz.data(); q.d_reset = dr.data(); q.d_candidate = dhc.data(); }
+    GruBackwardParams<T> qc = q, qg = q;
+    qc.d_xw = dxc.data(); qc.d_h0 = dh0c.data(); qg.d_xw = dxg.data(); qg.d_h0 = dh0g.data();
+    gru_backward_cpu(qc, SerialWorkers());
+    std::vector<unsigned char> wsb(gru_backward_cuda_workspace(qg) + 1);
+    const int rcb = gru_backward_cuda(qg, nullptr, wsb.data(), wsb.size() - 1, path);
+    eb = rcb ? INFINITY : std::max(maxdiff(dxc, dxg), maxdiff(dh0c, dh0g));
+    if (rcb) rc = rcb;
+  }
+  const bool ok = e <= tol && eb <= tol * 10;
+  if (!ok) ++failures;
+  std::printf("%s %s B=%ld T=%ld H=%ld ra=%d mask=%d sms=%d path=%d(%s) gates=%d ggr=%d rc=%d fwd=%.2e bwd=%.2e\n",
+              ok ? "ok  " : "FAIL", sizeof(T) == 8 ? "f64" : "f32", (long)B, (long)T_, (long)H, reset_after, mask_kind, sms,
+              int(path), went_persistent ? "coop" : "step", gates, gate_grads, rc, e, eb);
+  std::fflush(stdout);
+}
+
+int main(int argc, char** argv) {
+  const bool quick = argc > 1;
+  unsigned seed = 1;
+  if (argc > 1 && std::string(argv[1]) == "tiny") {
+    for (bool ra : {true, false})
+      for (CudaPath path : {CudaPath::kPersistent, CudaPath::kPerStep})
+        run_case<double>(5, 3, 11, ra, 1, 2, path, true, true, seed++);
+    std::printf("%d failures\n", failures);
+    return failures != 0;
+  }
+  struct S { int64_t B, T, H; int sms; } shapes[] = {{1, 5, 20, 5}, {5, 6, 37, 5}, {40, 4, 37, 5}, {3, 0, 9, 3}, {2, 3, 1, 4}, {19, 3, 11, 2}};
+  for (auto s : shapes)
+    for (bool ra : {true, false})
+      for (int mk : {0, 1})
+        for (CudaPath path : {CudaPath::kPersistent, CudaPath::kPerStep}) {
+          if (quick && (mk == 0 || s.B > 5)) continue;
+          run_case<double>(s.B, s.T, s.H, ra, mk, s.sms, path, true, true, seed++);
+        }
+  // gates off, no gate gradients, float, auto path falling back (H > 8·SMs)
+  run_case<double>(5, 4, 13, true, 1, 3, CudaPath::kAuto, false, false, seed++);
+  run_case<double>(5, 4, 13, false, 1, 3, CudaPath::kAuto, true, false, seed++);
+  run_case<float>(6, 5, 29, true, 1, 5, CudaPath::kPersistent, true, true, seed++);
+  run_case<float>(6, 5, 29, false, 1, 5, CudaPath::kPerStep, true, true, seed++);
+  run_case<double>(4, 3, 50, true, 1, 5, CudaPath::kAuto, true, true, seed++);   // 7 blocks > 5 SMs: step
+  {
+    emu::config().sms = 5;
+    CudaLaunchPlan plan;
+    int rc = gru_cuda_plan<double>(false, 4, 50, true, CudaPath::kPersistent, &plan);
+    std::printf("forced persistent with 7 blocks on 5 SMs: rc=%d reason=%s\n", rc, plan.reason.c_str());
+    if (rc != 801) ++failures;
+  }
+  std::printf("%d failures\n", failures);
+  return failures != 0;
+}
