@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <atomic>
-#include <thread>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
@@ -12,6 +14,47 @@
 #endif
 
 namespace gategru {
+namespace {
+
+// A waiter spins this long, then sleeps. Spinning keeps the barrier at a few microseconds
+// when every worker has a core; sleeping frees the core when one does not (another
+// process, a busy thread pool), so that the worker being waited for can run on it.
+constexpr auto kSpinFor = std::chrono::microseconds(50);
+
+// Counts finished chunks; wait_for(n) returns once n are done.
+class Progress {
+ public:
+  void finish_one() {
+    done_.fetch_add(1, std::memory_order_seq_cst);
+    if (sleepers_.load(std::memory_order_seq_cst) > 0) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      wake_.notify_all();
+    }
+  }
+
+  void wait_for(int64_t needed) {
+    if (done_.load(std::memory_order_acquire) >= needed) return;
+    const auto until = std::chrono::steady_clock::now() + kSpinFor;
+    for (int spins = 1;; ++spins) {
+      GATEGRU_PAUSE();
+      if (done_.load(std::memory_order_acquire) >= needed) return;
+      if (spins % 64 == 0 && std::chrono::steady_clock::now() > until) break;
+    }
+    std::unique_lock<std::mutex> lock(mutex_);
+    // seq_cst pairs with finish_one: either it sees this sleeper, or this sees its count.
+    sleepers_.fetch_add(1, std::memory_order_seq_cst);
+    wake_.wait(lock, [&] { return done_.load(std::memory_order_seq_cst) >= needed; });
+    sleepers_.fetch_sub(1, std::memory_order_relaxed);
+  }
+
+ private:
+  std::atomic<int64_t> done_{0};
+  std::atomic<int> sleepers_{0};
+  std::mutex mutex_;
+  std::condition_variable wake_;
+};
+
+}  // namespace
 
 void run_staged(const Workers& workers, int64_t stages, int64_t chunks,
                 const std::function<void(int64_t, int64_t)>& fn) {
@@ -24,7 +67,7 @@ void run_staged(const Workers& workers, int64_t stages, int64_t chunks,
   }
   const int64_t total = stages * chunks;
   std::atomic<int64_t> next{0};
-  std::atomic<int64_t> done{0};
+  Progress progress;
   workers.run(n, [&](int) {
     for (;;) {
       const int64_t k = next.fetch_add(1, std::memory_order_relaxed);
@@ -32,15 +75,9 @@ void run_staged(const Workers& workers, int64_t stages, int64_t chunks,
       const int64_t stage = k / chunks;
       const int64_t needed = stage * chunks;  // every chunk of the earlier stages
       // Every index below k is already claimed by a running worker, so this ends.
-      for (int spins = 0; done.load(std::memory_order_acquire) < needed; ++spins) {
-        if (spins < 4096) {
-          GATEGRU_PAUSE();
-        } else {
-          std::this_thread::yield();  // oversubscribed: let the worker we wait for run
-        }
-      }
+      progress.wait_for(needed);
       fn(stage, k - needed);
-      done.fetch_add(1, std::memory_order_release);
+      progress.finish_one();
     }
   });
 }
