@@ -133,8 +133,10 @@ def _build_parser() -> argparse.ArgumentParser:
     inspect.add_argument(
         "--batch-size",
         type=_positive_int,
+        default=256,
         metavar="N",
-        help="samples per forward pass (default: all at once); lower it for big inputs",
+        help="samples per forward pass (default: 256); memory use grows with it and with "
+        "the number of timesteps",
     )
     inspect.add_argument(
         "--sample",

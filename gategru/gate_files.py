@@ -136,7 +136,7 @@ class GateWriter:
     # ---- writing -----------------------------------------------------------------------------
     def write(self, key: str, gates: Mapping[str, np.ndarray], samples: slice, start: int) -> None:
         """Writes ``gates[name][i, t]`` to sample ``samples.start + i``, time ``start + t``."""
-        samples_total, timesteps, units = self.layers[key]
+        _, timesteps, units = self.layers[key]
         for name in GATE_NAMES:
             piece = np.asarray(gates[name]).astype(self.dtype, copy=False)
             n, steps = piece.shape[0], piece.shape[1]

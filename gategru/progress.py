@@ -45,6 +45,7 @@ class Progress:
         self._start = time.perf_counter()
         self._last_draw = 0.0
         self._drawn = False
+        self._drawn_count = 0
         self._tqdm = None
         if enabled is not False:
             try:
@@ -109,6 +110,7 @@ class Progress:
         self.stream.flush()
         self._last_draw = now
         self._drawn = True
+        self._drawn_count = self.count
 
     def close(self) -> None:
         if self._tqdm is not None:
@@ -116,7 +118,8 @@ class Progress:
             self._tqdm = None
             return
         if self._drawn:
-            self._draw(time.perf_counter())  # the final count, then end the line
+            if self._drawn_count != self.count:
+                self._draw(time.perf_counter())  # the final count
             self.stream.write("\n")
             self.stream.flush()
             self._drawn = False

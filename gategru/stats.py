@@ -9,9 +9,6 @@ import numpy as np
 
 from gategru.plotting import GATE_NAMES, SATURATION
 
-# Per-unit statistics, each an array (units,): see GateStats.per_unit.
-STAT_NAMES = ("mean", "std", "low", "high", "saturated")
-
 
 def _count(flags: np.ndarray) -> np.ndarray:
     """True values per column: summing bytes is ~3x faster than count_nonzero(axis=0)."""

@@ -155,18 +155,16 @@ class StreamProbe(GateProbe):
             if pairs is None:
                 outputs = keras.tree.flatten(layer(*args, **kwargs))
             else:
-                outputs = self._stream_gru(node, layer, args, kwargs, seen)
+                outputs = self._stream_gru(node, layer, args[0], seen)
             for old, new in zip(node.outputs, outputs, strict=True):
                 if new is not None:
                     tensors[id(old)] = new
 
-    def _stream_gru(
-        self, node: Any, gru: Any, args: tuple, kwargs: dict, seen: dict[str, int]
-    ) -> list:
+    def _stream_gru(self, node: Any, gru: Any, new_x: Any, seen: dict[str, int]) -> list:
+        """Calls the twin of ``gru`` on ``new_x``; returns stand-ins for the node's outputs."""
         if gru.go_backwards:
             raise _not_streamable(gru, "reads the sequence backwards")
-        _, initial_state, mask = _call_arguments(node)
-        x = _call_arguments(node)[0]
+        x, initial_state, mask = _call_arguments(node)
         if mask is not None and mask is not getattr(x, "_keras_mask", None):
             raise CaptureError(
                 f"GRU layer '{gru.name}' is called with an explicit mask tensor; streaming "
@@ -180,8 +178,8 @@ class StreamProbe(GateProbe):
         key = _call_key(gru.name, seen)
         # The new tensor's mask, where the original got one. Passed explicitly: Keras fills
         # a mask in only for calls with one tensor argument, and the twin gets a state too.
-        new_mask = None if mask is None else getattr(args[0], "_keras_mask", None)
-        sequence, state, gates = self._add_target(key, gru, args[0], new_mask, None, True)
+        new_mask = None if mask is None else getattr(new_x, "_keras_mask", None)
+        sequence, _, gates = self._add_target(key, gru, new_x, new_mask, None, True)
         # Stand-ins for the original outputs; None for those that are not per-step (the
         # last output, the state), which nothing on the way to another GRU may use.
         outputs = [sequence if gru.return_sequences else None]
@@ -365,8 +363,10 @@ def iter_gate_chunks(
     """
     if chunk_steps < 1:
         raise ValueError(f"chunk_steps must be at least 1, got {chunk_steps}")
-    probe = model_or_layer if isinstance(model_or_layer, StreamProbe) else None
-    probe = probe or StreamProbe(model_or_layer)
+    if isinstance(model_or_layer, StreamProbe):
+        probe = model_or_layer
+    else:
+        probe = StreamProbe(model_or_layer)
     chunks, total = _time_chunks(inputs, int(chunk_steps), probe, mask)
     states = None
     start = 0

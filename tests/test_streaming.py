@@ -22,9 +22,11 @@ def stacked_model(rng: np.random.Generator, features: int) -> keras.Model:
     inputs = keras.Input((None, features))
     h = keras.layers.Masking()(inputs)
     h = keras.layers.Dense(6, activation="tanh", name="proj")(h)
-    h = keras.layers.GRU(7, return_sequences=True, name="low")(h)
-    h = keras.layers.LayerNormalization(name="norm")(h)
-    h = GateGRU(5, return_sequences=True, reset_after=False, name="high")(h)
+    # GateGRU below: the in-memory capture then feeds the upper twin exactly the values the
+    # streamed one gets (below a Keras GRU they differ by ~1e-7, the two implementations).
+    h = GateGRU(7, return_sequences=True, name="low")(h)
+    h = keras.layers.Activation("relu", name="act")(h)
+    h = keras.layers.GRU(5, return_sequences=True, reset_after=False, name="high")(h)
     # A head that mixes time steps is fine: it is not on the way to a GRU.
     out = keras.layers.GlobalAveragePooling1D(name="head")(h)
     model = keras.Model(inputs, out)
@@ -41,11 +43,11 @@ def holed_inputs(rng, samples, time, features):
 
 def within_float16_rounding(stored: np.ndarray, exact: np.ndarray) -> None:
     """float16 files hold the float32 gates rounded to float16: at most one float16 ulp
-    away (the chunked float32 values may differ from the whole-sequence ones in the last
-    float32 bits, which can move a rounding by one)."""
+    away, give or take the 1e-6 by which chunked float32 values may differ from the
+    whole-sequence ones (that can move a rounding by one)."""
     assert stored.dtype == np.float16
     ulp = np.spacing(np.abs(exact).astype(np.float16)).astype(np.float64)
-    assert (np.abs(stored.astype(np.float64) - exact) <= ulp).all()
+    assert (np.abs(stored.astype(np.float64) - exact) <= ulp + 1e-6).all()
 
 
 @pytest.mark.parametrize("fmt", ["h5", "npy"])
@@ -129,6 +131,12 @@ def test_stats_only_run(rng):
 def test_what_cannot_be_chunked_is_refused(rng, tmp_path):
     x = rng.normal(size=(1, 10, 3)).astype(np.float32)
     inputs = keras.Input((None, 3))
+    normed = keras.layers.LayerNormalization()(keras.layers.Dense(4)(inputs))
+    fine = keras.Model(inputs, keras.layers.GRU(2, name="g")(normed))  # per-step: accepted
+    randomize(fine, rng)
+    stats = stream_stats(fine, x, chunk_steps=3)["g"].per_unit()["update"]["mean"]
+    np.testing.assert_allclose(stats, capture(fine, x)["g"]["update"][0].mean(0), atol=1e-5)
+
     bi = keras.Model(inputs, keras.layers.Bidirectional(keras.layers.GRU(2))(inputs))
     with pytest.raises(CaptureError, match="backwards.*gategru.capture"):
         capture_to_file(bi, x, None)
