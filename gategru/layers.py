@@ -165,8 +165,10 @@ class GateGRU(keras.layers.GRU):
                 b_rec,
                 mask,
                 reset_after=cell.reset_after,
-                # training keeps the gates: backward needs them, recomputing costs a forward
+                # training keeps the gates and the cache: backward needs them, and
+                # recomputing them would cost another forward pass
                 with_gates=self.return_gates or bool(training),
+                keep_cache=bool(training),
             )
             h_seq, h_last = res.h_seq, res.h_last
             gates = dict(zip(GATE_NAMES, (res.update, res.reset, res.candidate), strict=True))

@@ -106,6 +106,7 @@ def gru_sequence(
     mask: tf.Tensor | None = None,
     reset_after: bool = True,
     with_gates: bool = True,
+    keep_cache: bool = True,
 ) -> GruSequence:
     """Runs a GRU over a whole sequence in one op and returns its gates.
 
@@ -118,6 +119,8 @@ def gru_sequence(
         previous output (0 before the first unmasked step) and has zero gates.
       reset_after: Keras's ``reset_after`` (True: the cuDNN-compatible variant).
       with_gates: write the gates (False: faster inference; the gradient still works).
+      keep_cache: also keep what the gradient needs (False: faster inference with gates;
+        a gradient then costs one more forward pass).
 
     All float inputs share one dtype, float32 or float64. Differentiable in every float
     input, the gates included.
@@ -134,6 +137,7 @@ def gru_sequence(
         mask=_no_mask() if mask is None else tf.cast(mask, tf.bool),
         reset_after=reset_after,
         with_gates=with_gates,
+        keep_cache=keep_cache,
     )
     gates = (out.update, out.reset, out.candidate) if with_gates else (None, None, None)
     return GruSequence(out.h_seq, out.h_last, *gates)
@@ -159,15 +163,17 @@ def _gate_gru_forward_grad(op: tf.Operation, *grads: tf.Tensor | None):
     xw, h0, kernel, bias, mask = op.inputs
     reset_after = op.get_attr("reset_after")
     h_seq, _, update, reset, candidate, hu_candidate = op.outputs
-    if not op.get_attr("with_gates"):
-        # Inference-mode forward under a tape: recompute what backward needs.
+    with_gates = op.get_attr("with_gates")
+    if not with_gates or (reset_after and not op.get_attr("keep_cache")):
+        # An inference-mode forward under a tape: recompute what backward needs.
         redo = load_library().gate_gru_forward(
             xw, h0, kernel, bias, mask, reset_after=reset_after, with_gates=True
         )
         update, reset, candidate, hu_candidate = (
             redo.update, redo.reset, redo.candidate, redo.hu_candidate,
         )
-        d_update = d_reset = d_candidate = None
+        if not with_gates:  # gradients of the empty gate outputs mean nothing
+            d_update = d_reset = d_candidate = None
     d_xw, d_h0 = load_library().gate_gru_backward(
         h0=h0,
         recurrent_kernel=kernel,

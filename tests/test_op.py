@@ -87,18 +87,29 @@ def test_gradients_numeric_float64(rng, reset_after, mask_kind):
         np.testing.assert_allclose(t, n, rtol=1e-6, atol=1e-7, err_msg=name)
 
 
-def test_gradient_through_inference_forward(rng):
-    """with_gates=False recomputes what backward needs; same gradient as with gates."""
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_gradient_through_inference_forward(rng, reset_after):
+    """Without gates or without the cache, the gradient recomputes what backward needs and
+    equals the one from a training-mode forward (gate losses included where gates exist)."""
     args = random_inputs(rng, 2, 6, 3)
-    grads = []
-    for with_gates in (True, False):
+    grads = {}
+    for with_gates, keep_cache in ((True, True), (True, False), (False, True)):
         with tf.GradientTape() as tape:
             tape.watch(args)
-            out = gru_sequence(*args, with_gates=with_gates)
+            out = gru_sequence(*args, with_gates=with_gates, keep_cache=keep_cache,
+                               reset_after=reset_after)
             loss = tf.reduce_sum(out.h_seq ** 2) + tf.reduce_sum(out.h_last)
-        grads.append(tape.gradient(loss, args))
-    for a, b in zip(*grads, strict=True):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-12)
+            if with_gates:
+                loss += tf.reduce_sum(out.reset * out.candidate)
+        grads[with_gates, keep_cache] = tape.gradient(loss, args)
+    for a, b in zip(grads[True, True], grads[True, False], strict=True):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), atol=1e-12)
+    with tf.GradientTape() as tape:  # without gates there is no gate loss to compare
+        tape.watch(args)
+        out = gru_sequence(*args, reset_after=reset_after)
+        loss = tf.reduce_sum(out.h_seq ** 2) + tf.reduce_sum(out.h_last)
+    for a, b in zip(tape.gradient(loss, args), grads[False, True], strict=True):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), atol=1e-12)
 
 
 def test_bad_inputs_raise_invalid_argument(rng):

@@ -31,6 +31,7 @@ class GateGruForwardOp : public tensorflow::OpKernel {
   explicit GateGruForwardOp(tensorflow::OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("reset_after", &reset_after_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("with_gates", &with_gates_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("keep_cache", &keep_cache_));
   }
 
   void Compute(tensorflow::OpKernelContext* ctx) override {
@@ -54,16 +55,18 @@ class GateGruForwardOp : public tensorflow::OpKernel {
     p.update = allocate<T>(ctx, 2, with_gates_ ? seq : empty);
     p.reset = allocate<T>(ctx, 3, with_gates_ ? seq : empty);
     p.candidate = allocate<T>(ctx, 4, with_gates_ ? seq : empty);
-    p.hu_candidate = allocate<T>(ctx, 5, with_gates_ && reset_after_ ? seq : empty);
+    const bool cache = with_gates_ && reset_after_ && keep_cache_;
+    p.hu_candidate = allocate<T>(ctx, 5, cache ? seq : empty);
     if (!ctx->status().ok()) return;
     if (!with_gates_) p.update = p.reset = p.candidate = p.hu_candidate = nullptr;
-    if (!reset_after_) p.hu_candidate = nullptr;
+    if (!cache) p.hu_candidate = nullptr;
     Launcher<Device, T>::forward(ctx, p);
   }
 
  private:
   bool reset_after_ = true;
   bool with_gates_ = true;
+  bool keep_cache_ = true;
 };
 
 template <typename Device, typename T>

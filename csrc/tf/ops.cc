@@ -38,15 +38,16 @@ absl::Status forward_shape(InferenceContext* c) {
   DimensionHandle three_h;
   TF_RETURN_IF_ERROR(c->Multiply(h, 3, &three_h));
   TF_RETURN_IF_ERROR(c->Merge(c->Dim(bias, 0), three_h, &three_h));
-  bool reset_after = true, with_gates = true;
+  bool reset_after = true, with_gates = true, keep_cache = true;
   TF_RETURN_IF_ERROR(c->GetAttr("reset_after", &reset_after));
   TF_RETURN_IF_ERROR(c->GetAttr("with_gates", &with_gates));
+  TF_RETURN_IF_ERROR(c->GetAttr("keep_cache", &keep_cache));
   const ShapeHandle seq = c->MakeShape({b, t, h});
   const ShapeHandle empty = c->MakeShape({0, 0, 0});
   c->set_output(0, seq);
   c->set_output(1, c->MakeShape({b, h}));
   for (int i = 2; i < 5; ++i) c->set_output(i, with_gates ? seq : empty);
-  c->set_output(5, with_gates && reset_after ? seq : empty);
+  c->set_output(5, with_gates && reset_after && keep_cache ? seq : empty);
   return absl::OkStatus();
 }
 
@@ -78,12 +79,15 @@ REGISTER_OP("GateGruForward")
     .Attr("T: {float, double}")
     .Attr("reset_after: bool = true")
     .Attr("with_gates: bool = true")
+    .Attr("keep_cache: bool = true")
     .SetShapeFn(gategru::forward_shape)
     .Doc(R"doc(
 A GRU over a whole sequence, writing its gates. xw (B,T,3H) = x·W + b_in for every step;
 h0 (B,H); recurrent_kernel (H,3H); recurrent_bias (3H); mask (B,T) bool, or (0,) for none.
 Outputs h_seq (B,T,H), h_last (B,H), update/reset/candidate (B,T,H) and hu_candidate
 (B,T,H, reset_after only), which the backward op needs; absent outputs have shape (0,0,0).
+with_gates=false writes no gates, keep_cache=false no hu_candidate (inference): the
+gradient then recomputes what it needs with one more forward.
 )doc");
 
 REGISTER_OP("GateGruBackward")
