@@ -152,6 +152,9 @@ def test_cuda_available_says_why():
 
     available, message = _kernels.cuda_available()
     assert isinstance(available, bool) and isinstance(message, str) and message
+    if not available and getattr(_kernels, "forward_cuda", None) is not None:
+        # built with CUDA but no usable driver here: the reason, and the error code, are named
+        assert "driver" in message and "code" in message, message
 
 
 def test_forward_cuda_validates_before_touching_the_device():
