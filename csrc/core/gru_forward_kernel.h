@@ -46,9 +46,14 @@ struct ForwardKernel {
   }
 
   template <int Rows>
+  void previous_states(int64_t t, int64_t b0, const T* (&hp)[Rows]) const {
+    for (int m = 0; m < Rows; ++m) hp[m] = seq.h_prev(b0 + m, t);
+  }
+
+  template <int Rows>
   void rows_reset_after(int64_t t, int64_t b0, int64_t ub) const {
     const T* hp[Rows];
-    for (int m = 0; m < Rows; ++m) hp[m] = seq.h_prev(b0 + m, t);
+    previous_states<Rows>(t, b0, hp);
     V acc[Rows][3];
     panel_product<Rows, 3, S>(hp, 0, H, panel(ub), 3 * W, acc);
     const int64_t j0 = ub * W, w = min64(W, H - j0);
@@ -78,7 +83,7 @@ struct ForwardKernel {
   template <int Rows>
   void rows_update_reset(int64_t t, int64_t b0, int64_t ub) const {
     const T* hp[Rows];
-    for (int m = 0; m < Rows; ++m) hp[m] = seq.h_prev(b0 + m, t);
+    previous_states<Rows>(t, b0, hp);
     V acc[Rows][2];
     panel_product<Rows, 2, S>(hp, 0, H, panel(ub), 3 * W, acc);
     const int64_t j0 = ub * W, w = min64(W, H - j0);
