@@ -5,6 +5,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <vector>
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
@@ -24,8 +25,8 @@ constexpr auto kSpinFor = std::chrono::microseconds(50);
 // Counts finished chunks; wait_for(n) returns once n are done.
 class Progress {
  public:
-  void finish_one() {
-    done_.fetch_add(1, std::memory_order_seq_cst);
+  void finish(int64_t count) {
+    done_.fetch_add(count, std::memory_order_seq_cst);
     if (sleepers_.load(std::memory_order_seq_cst) > 0) {
       std::lock_guard<std::mutex> lock(mutex_);
       wake_.notify_all();
@@ -54,6 +55,25 @@ class Progress {
   std::condition_variable wake_;
 };
 
+// One worker's share of every stage: chunks [begin, end). `claimed` counts the claims on
+// this share over all stages, so stage s owns claims [s·size, (s+1)·size).
+struct alignas(64) Share {
+  int64_t begin = 0, end = 0;
+  std::atomic<int64_t> claimed{0};
+
+  int64_t size() const { return end - begin; }
+  // A chunk of stage s not yet claimed, or -1. Nobody claims stage s+1's chunks before
+  // every chunk of stage s has finished, so `claimed` is at least s·size here.
+  int64_t claim(int64_t stage) {
+    const int64_t last = (stage + 1) * size();
+    int64_t k = claimed.load(std::memory_order_relaxed);
+    while (k < last)
+      if (claimed.compare_exchange_weak(k, k + 1, std::memory_order_relaxed))
+        return begin + (k - stage * size());
+    return -1;
+  }
+};
+
 }  // namespace
 
 void run_staged(const Workers& workers, int64_t stages, int64_t chunks,
@@ -65,19 +85,24 @@ void run_staged(const Workers& workers, int64_t stages, int64_t chunks,
       for (int64_t c = 0; c < chunks; ++c) fn(s, c);
     return;
   }
-  const int64_t total = stages * chunks;
-  std::atomic<int64_t> next{0};
+  // Worker i gets the same contiguous chunks every stage, so the slice of the recurrent
+  // kernel they read stays in its core's cache; a worker that runs out takes chunks from
+  // the others' shares of the same stage (and does all of them if they never start).
+  std::vector<Share> shares(n);
+  for (int i = 0; i < n; ++i) {
+    shares[i].begin = chunks * i / n;
+    shares[i].end = chunks * (i + 1) / n;
+  }
   Progress progress;
-  workers.run(n, [&](int) {
-    for (;;) {
-      const int64_t k = next.fetch_add(1, std::memory_order_relaxed);
-      if (k >= total) return;
-      const int64_t stage = k / chunks;
-      const int64_t needed = stage * chunks;  // every chunk of the earlier stages
-      // Every index below k is already claimed by a running worker, so this ends.
-      progress.wait_for(needed);
-      fn(stage, k - needed);
-      progress.finish_one();
+  workers.run(n, [&](int me) {
+    for (int64_t s = 0; s < stages; ++s) {
+      int64_t done = 0;  // reported once per stage: one contended write, not one per chunk
+      for (int i = 0; i < n; ++i) {
+        Share& share = shares[(me + i) % n];
+        for (int64_t c = share.claim(s); c >= 0; c = share.claim(s), ++done) fn(s, c);
+      }
+      if (done > 0) progress.finish(done);
+      progress.wait_for((s + 1) * chunks);
     }
   });
 }

@@ -27,8 +27,9 @@ class SerialWorkers final : public Workers {
 
 // Calls fn(stage, chunk) for every stage in [0, stages) and chunk in [0, chunks), with
 // every chunk of a stage finished before any chunk of the next one starts (one cheap
-// barrier per stage). Workers claim work from a single counter, so a worker that starts
-// late only helps, and the loop cannot deadlock on a busy thread pool.
+// barrier per stage). Each worker starts on its own fixed share of the chunks and then
+// helps with the others' shares, so a worker that starts late only helps, and the loop
+// cannot deadlock on a busy thread pool.
 void run_staged(const Workers& workers, int64_t stages, int64_t chunks,
                 const std::function<void(int64_t stage, int64_t chunk)>& fn);
 
