@@ -16,6 +16,14 @@ def _is_default(fn: object, name: str) -> bool:
     return fn is activations.get(name)
 
 
+def _op_projects_inputs() -> bool:
+    """Whether the op should project the inputs itself: where it runs on the CPU. With
+    CUDA kernels and a visible GPU, TF places the op there and cuBLAS projects faster."""
+    from gategru import _build_info
+
+    return not (_build_info.WITH_CUDA and tf.config.list_logical_devices("GPU"))
+
+
 @keras.saving.register_keras_serializable(package="gategru")
 class GateGRU(keras.layers.GRU):
     """A drop-in ``keras.layers.GRU`` that runs as one fused op and can return its gates.
@@ -156,10 +164,9 @@ class GateGRU(keras.layers.GRU):
             h_seq, h_last, gates = gru_loop_with_gates(cell, x, h0, mask, training, op_dtype)
         else:
             b_in, b_rec = self._split_bias(op_dtype)
-            # bias_add, not +: it can write into the projection's buffer instead of a copy
-            xw = tf.nn.bias_add(self._input_projection(x, sequences, op_dtype, training), b_in)
+            inputs, kernel, input_bias = self._op_inputs(x, sequences, b_in, training)
             res = gate_ops.gru_sequence(
-                xw,
+                inputs,
                 h0,
                 tf.cast(cell.recurrent_kernel, op_dtype),
                 b_rec,
@@ -169,6 +176,8 @@ class GateGRU(keras.layers.GRU):
                 # recomputing them would cost another forward pass
                 with_gates=self.return_gates or bool(training),
                 keep_cache=bool(training),
+                kernel=kernel,
+                input_bias=input_bias,
             )
             h_seq, h_last = res.h_seq, res.h_last
             gates = dict(zip(GATE_NAMES, (res.update, res.reset, res.candidate), strict=True))
@@ -176,25 +185,33 @@ class GateGRU(keras.layers.GRU):
             h_seq = tf.where(mask[..., None], h_seq, tf.zeros_like(h_seq))
         return h_seq, h_last, gates
 
-    def _input_projection(
-        self, x: tf.Tensor, sequences: tf.Tensor, dtype: tf.DType, training: bool
-    ) -> tf.Tensor:
-        """x·W for all steps at once, with Keras's input dropout (one mask for all steps,
-        or one per gate with implementation=1)."""
-        kernel = tf.cast(self.cell.kernel, dtype)
+    def _op_inputs(
+        self, x: tf.Tensor, sequences: tf.Tensor, b_in: tf.Tensor, training: bool
+    ) -> tuple[tf.Tensor, tf.Tensor | None, tf.Tensor | None]:
+        """(inputs, kernel, input_bias) for the op, with Keras's input dropout: one mask
+        for all steps, or one per gate with implementation=1. The op projects x itself
+        when it runs on the CPU; on a GPU (and with three masks), xw = x·W + b_in is a
+        tf.matmul here."""
+        kernel = tf.cast(self.cell.kernel, x.dtype)
         mask = self.cell.get_dropout_mask(self._step_like(sequences)) if training else None
         if mask is None or not self.cell.dropout > 0:
-            return tf.einsum("bti,ij->btj", x, kernel)
-        if not isinstance(mask, (list, tuple)):
-            return tf.einsum("bti,ij->btj", x * tf.cast(mask, dtype)[:, None], kernel)
-        blocks = tf.split(kernel, 3, axis=1)
-        return tf.concat(
-            [
-                tf.einsum("bti,ij->btj", x * tf.cast(m, dtype)[:, None], w)
-                for m, w in zip(mask, blocks, strict=True)
-            ],
-            axis=-1,
-        )
+            dropped = x
+        elif not isinstance(mask, (list, tuple)):
+            dropped = x * tf.cast(mask, x.dtype)[:, None]
+        else:
+            blocks = tf.split(kernel, 3, axis=1)
+            xw = tf.concat(
+                [
+                    tf.einsum("bti,ij->btj", x * tf.cast(m, x.dtype)[:, None], w)
+                    for m, w in zip(mask, blocks, strict=True)
+                ],
+                axis=-1,
+            )
+            return tf.nn.bias_add(xw, b_in), None, None
+        if _op_projects_inputs():
+            return dropped, kernel, b_in
+        # bias_add, not +: it can write into the projection's buffer instead of a copy
+        return tf.nn.bias_add(tf.einsum("bti,ij->btj", dropped, kernel), b_in), None, None
 
     def _split_bias(self, dtype: tf.DType) -> tuple[tf.Tensor, tf.Tensor]:
         cell = self.cell

@@ -76,20 +76,24 @@ class GruSequence(NamedTuple):
     candidate: tf.Tensor | None
 
 
-def _same_float_dtype(**tensors: tf.Tensor) -> list[tf.Tensor]:
-    """Converts the inputs to tensors; all must share xw's dtype, float32 or float64."""
-    converted = {name: tf.convert_to_tensor(value) for name, value in tensors.items()}
-    dtype = converted["xw"].dtype
+def _same_float_dtype(**tensors: tf.Tensor | None) -> list[tf.Tensor | None]:
+    """Converts the inputs to tensors; all must share the first one's dtype, float32 or
+    float64 (None passes through)."""
+    converted = {
+        name: None if value is None else tf.convert_to_tensor(value)
+        for name, value in tensors.items()
+    }
+    first, dtype = next(iter(converted.items()))[0], next(iter(converted.values())).dtype
     if dtype not in (tf.float32, tf.float64):
         raise TypeError(
-            f"`xw` must be float32 or float64, got {dtype.name}; cast the inputs "
+            f"`{first}` must be float32 or float64, got {dtype.name}; cast the inputs "
             "(GateGRU does this for float16/bfloat16 policies)"
         )
     for name, value in converted.items():
-        if value.dtype != dtype:
+        if value is not None and value.dtype != dtype:
             raise TypeError(
-                f"`{name}` has dtype {value.dtype.name}, but `xw` is {dtype.name}: all float "
-                "inputs of gru_sequence must share one dtype"
+                f"`{name}` has dtype {value.dtype.name}, but `{first}` is {dtype.name}: all "
+                "float inputs of gru_sequence must share one dtype"
             )
     return list(converted.values())
 
@@ -98,8 +102,12 @@ def _no_mask() -> tf.Tensor:
     return tf.zeros([0], tf.bool)
 
 
+def _absent(dtype: tf.DType) -> tf.Tensor:
+    return tf.zeros([0], dtype)
+
+
 def gru_sequence(
-    xw: tf.Tensor,
+    inputs: tf.Tensor,
     h0: tf.Tensor,
     recurrent_kernel: tf.Tensor,
     recurrent_bias: tf.Tensor,
@@ -107,11 +115,16 @@ def gru_sequence(
     reset_after: bool = True,
     with_gates: bool = True,
     keep_cache: bool = True,
+    *,
+    kernel: tf.Tensor | None = None,
+    input_bias: tf.Tensor | None = None,
 ) -> GruSequence:
     """Runs a GRU over a whole sequence in one op and returns its gates.
 
     Args:
-      xw: (batch, timesteps, 3*units) input projections x·W + b_in, gate blocks [z | r | h].
+      inputs: without ``kernel``, the input projections xw = x·W + b_in, (batch,
+        timesteps, 3*units) with gate blocks [z | r | h]; with ``kernel``, the inputs x
+        themselves, (batch, timesteps, input_width).
       h0: (batch, units) initial state.
       recurrent_kernel: (units, 3*units), Keras's layout.
       recurrent_bias: (3*units,). With reset_after=False it acts as a second input bias.
@@ -121,20 +134,33 @@ def gru_sequence(
       with_gates: write the gates (False: faster inference; the gradient still works).
       keep_cache: also keep what the gradient needs (False: faster inference with gates;
         a gradient then costs one more forward pass).
+      kernel: (input_width, 3*units) input kernel W, or None. Given, the op projects each
+        step's inputs itself (on the CPU inside the step, with no (batch, timesteps,
+        3*units) tensor in memory; on a GPU with a simple kernel of its own).
+      input_bias: (3*units,) b_in, with ``kernel`` (zeros if None).
 
     All float inputs share one dtype, float32 or float64. Differentiable in every float
     input, the gates included.
     """
     lib = load_library()
-    xw, h0, recurrent_kernel, recurrent_bias = _same_float_dtype(
-        xw=xw, h0=h0, recurrent_kernel=recurrent_kernel, recurrent_bias=recurrent_bias
+    if input_bias is not None and kernel is None:
+        raise ValueError("`input_bias` needs `kernel`; without one, add it to the projections")
+    inputs, h0, recurrent_kernel, recurrent_bias, kernel, input_bias = _same_float_dtype(
+        inputs=inputs, h0=h0, recurrent_kernel=recurrent_kernel,
+        recurrent_bias=recurrent_bias, kernel=kernel, input_bias=input_bias,
     )
+    if kernel is None:
+        kernel = input_bias = _absent(inputs.dtype)
+    elif input_bias is None:
+        input_bias = tf.zeros(tf.shape(kernel)[1:], inputs.dtype)
     out = lib.gate_gru_forward(
-        xw=xw,
+        inputs=inputs,
         h0=h0,
         recurrent_kernel=recurrent_kernel,
         recurrent_bias=recurrent_bias,
         mask=_no_mask() if mask is None else tf.cast(mask, tf.bool),
+        kernel=kernel,
+        input_bias=input_bias,
         reset_after=reset_after,
         with_gates=with_gates,
         keep_cache=keep_cache,
@@ -160,14 +186,14 @@ def _empty_if_none(grad: tf.Tensor | None, like: tf.Tensor) -> tf.Tensor:
 @tf.RegisterGradient("GateGruForward")
 def _gate_gru_forward_grad(op: tf.Operation, *grads: tf.Tensor | None):
     d_h_seq, d_h_last, d_update, d_reset, d_candidate, _ = grads
-    xw, h0, kernel, bias, mask = op.inputs
+    inputs, h0, recurrent_kernel, bias, mask, kernel, input_bias = op.inputs
     reset_after = op.get_attr("reset_after")
     h_seq, _, update, reset, candidate, hu_candidate = op.outputs
     with_gates = op.get_attr("with_gates")
     if not with_gates or (reset_after and not op.get_attr("keep_cache")):
         # An inference-mode forward under a tape: recompute what backward needs.
         redo = load_library().gate_gru_forward(
-            xw, h0, kernel, bias, mask, reset_after=reset_after, with_gates=True
+            *op.inputs, reset_after=reset_after, with_gates=True
         )
         update, reset, candidate, hu_candidate = (
             redo.update, redo.reset, redo.candidate, redo.hu_candidate,
@@ -176,7 +202,7 @@ def _gate_gru_forward_grad(op: tf.Operation, *grads: tf.Tensor | None):
             d_update = d_reset = d_candidate = None
     d_xw, d_h0 = load_library().gate_gru_backward(
         h0=h0,
-        recurrent_kernel=kernel,
+        recurrent_kernel=recurrent_kernel,
         mask=mask,
         h_seq=h_seq,
         update=update,
@@ -197,11 +223,11 @@ def _gate_gru_forward_grad(op: tf.Operation, *grads: tf.Tensor | None):
     d_h = d_xw[..., 2 * units :]
     if reset_after:
         d_hu = tf.concat([d_zr, d_h * reset], axis=-1)
-        d_kernel = tf.matmul(h_prev, tf.reshape(d_hu, [-1, 3 * units]), transpose_a=True)
+        d_recurrent = tf.matmul(h_prev, tf.reshape(d_hu, [-1, 3 * units]), transpose_a=True)
         d_bias = tf.reduce_sum(d_hu, axis=[0, 1])
     else:
         rh_prev = tf.reshape(reset, [-1, units]) * h_prev
-        d_kernel = tf.concat(
+        d_recurrent = tf.concat(
             [
                 tf.matmul(h_prev, tf.reshape(d_zr, [-1, 2 * units]), transpose_a=True),
                 tf.matmul(rh_prev, tf.reshape(d_h, [-1, units]), transpose_a=True),
@@ -209,4 +235,14 @@ def _gate_gru_forward_grad(op: tf.Operation, *grads: tf.Tensor | None):
             axis=1,
         )
         d_bias = tf.reduce_sum(d_xw, axis=[0, 1])
-    return d_xw, d_h0, d_kernel, d_bias, None
+    if kernel.shape.rank == 1:  # inputs were the projections
+        return d_xw, d_h0, d_recurrent, d_bias, None, None, None
+    width = tf.shape(kernel)[0]
+    flat_x = tf.reshape(inputs, [-1, width])
+    flat_d_xw = tf.reshape(d_xw, [-1, 3 * units])
+    d_inputs = tf.reshape(
+        tf.matmul(flat_d_xw, kernel, transpose_b=True), tf.shape(inputs)
+    )
+    d_kernel = tf.matmul(flat_x, flat_d_xw, transpose_a=True)
+    d_input_bias = tf.reduce_sum(flat_d_xw, axis=0)
+    return d_inputs, d_h0, d_recurrent, d_bias, None, d_kernel, d_input_bias

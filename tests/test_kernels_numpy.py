@@ -24,6 +24,12 @@ def isa(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     return request.param
 
 
+def forward(prob: dict, **kwargs) -> dict:
+    """_kernels.forward on a problem dict, its xw as the op's `inputs`."""
+    return _kernels.forward(prob["xw"], prob["h0"], prob["recurrent_kernel"],
+                            prob["recurrent_bias"], **kwargs)
+
+
 def random_problem(rng: np.random.Generator, batch: int, time: int, units: int) -> dict:
     return {
         "xw": rng.normal(size=(batch, time, 3 * units)),
@@ -42,9 +48,9 @@ def test_forward_matches_oracle(isa, rng, reset_after, mask_kind, batch, time, u
     prob = random_problem(rng, batch, time, units)
     mask = random_mask(rng, batch, time, mask_kind)
     ref = gru_sequence_reference(**prob, mask=mask, reset_after=reset_after)
-    out64 = _kernels.forward(**prob, mask=mask, reset_after=reset_after, threads=threads)
-    out32 = _kernels.forward(
-        **{k: v.astype(np.float32) for k, v in prob.items()},
+    out64 = forward(prob, mask=mask, reset_after=reset_after, threads=threads)
+    out32 = forward(
+        {k: v.astype(np.float32) for k, v in prob.items()},
         mask=mask, reset_after=reset_after, threads=threads,
     )
     for name in OUTPUTS:
@@ -52,6 +58,58 @@ def test_forward_matches_oracle(isa, rng, reset_after, mask_kind, batch, time, u
         assert out64[name].dtype == np.float64 and out32[name].dtype == np.float32
         np.testing.assert_allclose(out64[name], expected, atol=1e-12, err_msg=name)
         np.testing.assert_allclose(out32[name], expected, atol=2e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize(("batch", "time", "width", "units", "threads", "mask_kind"), [
+    (1, 17, 1, 5, 1, "none"), (6, 11, 7, 33, 2, "holes"), (9, 5, 40, 18, 2, "right_padded"),
+    (3, 4, 130, 64, 0, "none"),
+])
+def test_projection_inside_the_op_matches_oracle(isa, rng, reset_after, batch, time, width,
+                                                 units, threads, mask_kind):
+    """Passing x with the kernel gives what passing xw = x·W + b_in gives."""
+    prob = random_problem(rng, batch, time, units)
+    x = rng.normal(size=(batch, time, width))
+    kernel = rng.normal(size=(width, 3 * units)) / np.sqrt(width)
+    input_bias = rng.normal(size=3 * units) * 0.3
+    mask = random_mask(rng, batch, time, mask_kind)
+    xw = x @ kernel + input_bias
+    ref = gru_sequence_reference(**dict(prob, xw=xw), mask=mask, reset_after=reset_after)
+    for dtype, atol in ((np.float64, 1e-12), (np.float32, 2e-5)):
+        out = _kernels.forward(
+            x.astype(dtype), prob["h0"].astype(dtype), prob["recurrent_kernel"].astype(dtype),
+            prob["recurrent_bias"].astype(dtype), mask, reset_after=reset_after,
+            threads=threads, kernel=kernel.astype(dtype), input_bias=input_bias.astype(dtype),
+        )
+        for name in OUTPUTS:
+            assert out[name].dtype == dtype
+            np.testing.assert_allclose(out[name], getattr(ref, name), atol=atol,
+                                       err_msg=f"{name} {dtype.__name__}")
+
+
+def test_projection_arguments_are_checked(rng):
+    prob = random_problem(rng, 2, 3, 4)
+    x = rng.normal(size=(2, 3, 5))
+
+    def call(**kw):
+        args = dict(kernel=rng.normal(size=(5, 12)), input_bias=rng.normal(size=12)) | kw
+        return _kernels.forward(args.pop("x", x), prob["h0"], prob["recurrent_kernel"],
+                                prob["recurrent_bias"], **args)
+
+    with pytest.raises(ValueError, match=r"`kernel` must have shape \(input_width, 3\*units\)"
+                                         r".*got \(5, 13\)"):
+        call(kernel=np.ones((5, 13)))
+    with pytest.raises(ValueError, match=r"`kernel` must have shape.*got \(0, 12\)"):
+        call(kernel=np.ones((0, 12)), x=np.ones((2, 3, 0)))
+    with pytest.raises(ValueError, match=r"`inputs` must have shape \(batch, timesteps, "
+                                         r"input_width\) = \(batch, timesteps, 5\).*\(2, 3, 6\)"):
+        call(x=np.ones((2, 3, 6)))
+    with pytest.raises(ValueError, match=r"`input_bias` must have shape \(12,\), got \(11,\)"):
+        call(input_bias=np.ones(11))
+    with pytest.raises(ValueError, match="`input_bias` is required with `kernel`"):
+        call(input_bias=None)
+    with pytest.raises(ValueError, match="`input_bias` needs `kernel`"):
+        call(kernel=None, x=prob["xw"])
 
 
 def _loss_and_weights(rng, ref):
@@ -73,7 +131,7 @@ def test_backward_matches_finite_differences(isa, rng, reset_after, mask_kind, b
     mask = random_mask(rng, batch, time, mask_kind)
     ref = gru_sequence_reference(**prob, mask=mask, reset_after=reset_after)
     loss, w = _loss_and_weights(rng, ref)
-    out = _kernels.forward(**prob, mask=mask, reset_after=reset_after, threads=threads)
+    out = forward(prob, mask=mask, reset_after=reset_after, threads=threads)
     d_xw, d_h0 = _kernels.backward(
         prob["h0"], prob["recurrent_kernel"], mask, out["h_seq"], out["update"], out["reset"],
         out["candidate"], out.get("hu_candidate"), w["h_seq"], w["h_last"], w["update"],
@@ -96,22 +154,22 @@ def test_backward_matches_finite_differences(isa, rng, reset_after, mask_kind, b
 def test_bad_shapes_name_the_argument(rng):
     prob = random_problem(rng, 2, 3, 4)
     with pytest.raises(ValueError, match=r"`h0` must have shape \(2, 4\), got \(3, 4\)"):
-        _kernels.forward(**dict(prob, h0=np.ones((3, 4))))
+        forward(dict(prob, h0=np.ones((3, 4))))
     with pytest.raises(ValueError, match="recurrent_kernel"):
-        _kernels.forward(**dict(prob, recurrent_kernel=np.ones((4, 11))))
-    with pytest.raises(ValueError, match=r"`xw` must have shape"):
-        _kernels.forward(**dict(prob, xw=np.ones((2, 3, 13))))
+        forward(dict(prob, recurrent_kernel=np.ones((4, 11))))
+    with pytest.raises(ValueError, match=r"`inputs` \(the projections xw, no `kernel` given\)"):
+        forward(dict(prob, xw=np.ones((2, 3, 13))))
     with pytest.raises(ValueError, match=r"`mask` must have shape \(2, 3\)"):
-        _kernels.forward(**prob, mask=np.ones((2, 4), bool))
+        forward(prob, mask=np.ones((2, 4), bool))
     with pytest.raises(TypeError, match="float32 or float64"):
-        _kernels.forward(**dict(prob, xw=prob["xw"].astype(np.float16)))
+        forward(dict(prob, xw=prob["xw"].astype(np.float16)))
 
 
 def test_nan_stays_in_its_row_and_huge_inputs_saturate(isa, rng):
     prob = random_problem(rng, 4, 10, 8)
     prob["xw"][1, 3, 5] = np.nan
     prob["xw"][2] *= 1e30  # saturates every gate of row 2
-    out = _kernels.forward(**prob, threads=2)
+    out = forward(prob, threads=2)
     assert np.isnan(out["h_seq"][1, 3:]).any()
     clean = np.delete(np.arange(4), 1)
     for name in OUTPUTS:

@@ -118,10 +118,12 @@ def test_bad_inputs_raise_invalid_argument(rng):
         (dict(h0=tf.zeros([3, 4])), r"`h0` must have shape \(2, 4\), got \(3, 4\)"),
         (dict(recurrent_bias=tf.zeros([11])), r"`recurrent_bias` must have shape \(12,\)"),
         (dict(mask=tf.ones([2, 5], tf.bool)), r"`mask` must have shape \(2, 3\), got \(2, 5\)"),
-        (dict(xw=tf.zeros([2, 3, 9])), r"`xw` must have shape \(batch, timesteps, 3\*units\)"),
+        (dict(inputs=tf.zeros([2, 3, 9])),
+         r"`inputs` \(the projections xw, no `kernel` given\) must have shape \(batch, "
+         r"timesteps, 3\*units\)"),
         (dict(recurrent_kernel=tf.zeros([4, 4])), r"`recurrent_kernel` must have shape"),
     ]
-    base = dict(xw=xw, h0=h0, recurrent_kernel=u, recurrent_bias=b)
+    base = dict(inputs=xw, h0=h0, recurrent_kernel=u, recurrent_bias=b)
     for change, message in cases:
         kwargs = dict(base, **change)
         # eager execution skips the shape function, so the kernel's own checks speak

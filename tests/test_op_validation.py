@@ -12,19 +12,38 @@ from gategru.ops import gru_sequence, load_library
 B, T, H = 2, 3, 4
 
 
+I = 5  # noqa: E741  (input width of the projecting form)
+NONE = tf.zeros([0])  # kernel and input_bias when the inputs are the projections
+
+
 def forward_inputs(rng):
     return dict(
-        xw=tf.constant(rng.normal(size=(B, T, 3 * H)), tf.float32),
+        inputs=tf.constant(rng.normal(size=(B, T, 3 * H)), tf.float32),
         h0=tf.constant(rng.normal(size=(B, H)), tf.float32),
         recurrent_kernel=tf.constant(rng.normal(size=(H, 3 * H)), tf.float32),
         recurrent_bias=tf.constant(rng.normal(size=(3 * H,)), tf.float32),
         mask=tf.constant(rng.random((B, T)) > 0.3),
+        kernel=NONE,
+        input_bias=NONE,
+    )
+
+
+def projecting_inputs(rng):
+    return dict(
+        forward_inputs(rng),
+        inputs=tf.constant(rng.normal(size=(B, T, I)), tf.float32),
+        kernel=tf.constant(rng.normal(size=(I, 3 * H)), tf.float32),
+        input_bias=tf.constant(rng.normal(size=(3 * H,)), tf.float32),
     )
 
 
 FORWARD_RULES = [
-    ("xw", tf.zeros([B, T]), r"`xw` must have shape \(batch, timesteps, 3\*units\).*got \(2, 3\)"),
-    ("xw", tf.zeros([B, T, 3 * H + 1]), r"`xw` must have shape.*got \(2, 3, 13\)"),
+    ("inputs", tf.zeros([B, T]),
+     r"`inputs` \(the projections xw, no `kernel` given\) must have shape \(batch, timesteps, "
+     r"3\*units\).*got \(2, 3\)"),
+    ("inputs", tf.zeros([B, T, 3 * H + 1]), r"`inputs` \(the projections.*got \(2, 3, 13\)"),
+    ("input_bias", tf.zeros([3 * H]),
+     r"`input_bias` must have shape \(0,\) without `kernel` \(add it to xw\), got \(12,\)"),
     ("h0", tf.zeros([B + 1, H]), r"`h0` must have shape \(2, 4\), got \(3, 4\)"),
     ("h0", tf.zeros([B, H, 1]), r"`h0` must have shape \(2, 4\), got \(2, 4, 1\)"),
     ("recurrent_kernel", tf.zeros([H, 3 * H + 3]),
@@ -44,6 +63,42 @@ def test_forward_rules(rng, name, value, message):
         load_library().gate_gru_forward(**inputs)
 
 
+PROJECTING_RULES = [
+    ("inputs", tf.zeros([B, T, I + 1]),
+     r"`inputs` must have shape \(batch, timesteps, input_width\) = \(batch, timesteps, 5\) "
+     r"for kernel \(5, 12\), got \(2, 3, 6\)"),
+    ("inputs", tf.zeros([B * T, I]), r"`inputs` must have shape.*got \(6, 5\)"),
+    ("kernel", tf.zeros([I, 3 * H + 1]),
+     r"`kernel` must have shape \(input_width, 3\*units\) = \(input_width, 12\).*got \(5, 13\)"),
+    ("kernel", tf.zeros([3 * H]), r"`kernel` must have shape.*got \(12,\)"),
+    ("kernel", tf.zeros([0, 3 * H]), r"`kernel` must have shape.*input_width >= 1.*got \(0, 12\)"),
+    ("input_bias", tf.zeros([3 * H + 1]), r"`input_bias` must have shape \(12,\), got \(13,\)"),
+    ("input_bias", tf.zeros([1, 3 * H]), r"`input_bias` must have shape \(12,\), got \(1, 12\)"),
+    ("h0", tf.zeros([B + 1, H]), r"`h0` must have shape \(2, 4\), got \(3, 4\)"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "message"), PROJECTING_RULES)
+def test_projecting_forward_rules(rng, name, value, message):
+    inputs = dict(projecting_inputs(rng), **{name: value})
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        load_library().gate_gru_forward(**inputs)
+
+
+def test_projecting_shape_function_merges_the_widths(rng):
+    """In a graph, the shape function already rejects a kernel that does not fit x."""
+    good = projecting_inputs(rng)
+    spec = {k: tf.TensorSpec([None] * v.shape.rank, v.dtype) for k, v in good.items()}
+    spec["inputs"] = tf.TensorSpec([None, None, I + 1], tf.float32)
+    spec["kernel"] = tf.TensorSpec([I, 3 * H], tf.float32)
+    spec["recurrent_kernel"] = tf.TensorSpec([H, 3 * H], tf.float32)
+    fn = tf.function(lambda **kw: load_library().gate_gru_forward(**kw))
+    with pytest.raises(ValueError, match="Dimensions must be equal|must be equal"):
+        fn.get_concrete_function(**spec)
+    out = fn.get_concrete_function(**{**spec, "inputs": tf.TensorSpec([None, None, I])})
+    assert out.structured_outputs.h_seq.shape.as_list() == [None, None, H]
+
+
 def test_forward_dtype_must_match_and_be_supported(rng):
     inputs = forward_inputs(rng)
     lib = load_library()
@@ -57,12 +112,17 @@ def test_forward_dtype_must_match_and_be_supported(rng):
 
 
 def test_public_function_names_the_argument_with_a_bad_dtype(rng):
-    inputs = forward_inputs(rng)
-    with pytest.raises(TypeError, match=r"`h0` has dtype float64.*xw.*float32"):
+    inputs = {k: v for k, v in forward_inputs(rng).items() if k not in ("kernel", "input_bias")}
+    with pytest.raises(TypeError, match=r"`h0` has dtype float64.*`inputs` is float32"):
         gru_sequence(**dict(inputs, h0=tf.cast(inputs["h0"], tf.float64)))
-    with pytest.raises(TypeError, match="`xw` must be float32 or float64, got float16"):
+    with pytest.raises(TypeError, match="`inputs` must be float32 or float64, got float16"):
         gru_sequence(**{k: tf.cast(v, tf.float16) if v.dtype == tf.float32 else v
                         for k, v in inputs.items()})
+    projecting = projecting_inputs(rng)
+    with pytest.raises(TypeError, match=r"`kernel` has dtype float64.*`inputs` is float32"):
+        gru_sequence(**dict(projecting, kernel=tf.cast(projecting["kernel"], tf.float64)))
+    with pytest.raises(ValueError, match="`input_bias` needs `kernel`"):
+        gru_sequence(**dict(inputs, input_bias=projecting["input_bias"]))
 
 
 def test_attribute_values_are_checked(rng):

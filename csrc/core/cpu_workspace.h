@@ -9,6 +9,7 @@ template <typename T>
 struct CpuWorkspace {
   int64_t* first_valid = nullptr;  // (B) first unmasked step per row
   T* panels = nullptr;             // (units padded to 16) × 3·units: the packed recurrent kernel
+  T* input_panels = nullptr;       // (units padded to 16) × 3·input_width: the packed kernel
   T* rows_a = nullptr;             // (B, H) forward: z; backward: dL/dh on the state path
   T* rows_b = nullptr;             // (B, H) forward: r⊙h_prev; backward: carried output grads
   T* dhu = nullptr;                // (2, B, 3H) backward, reset_after: dL/d(h_prev·U + b)

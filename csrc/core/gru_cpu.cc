@@ -26,19 +26,21 @@ CpuIsa best_cpu_isa() {
 template <typename T>
 struct OwnedWorkspace {
   std::vector<int64_t> first_valid;
-  std::vector<T> panels, rows_a, rows_b, dhu;
+  std::vector<T> panels, input_panels, rows_a, rows_b, dhu;
   CpuWorkspace<T> view() {
-    return {first_valid.data(), panels.data(), rows_a.data(), rows_b.data(), dhu.data()};
+    return {first_valid.data(), panels.data(), input_panels.data(),
+            rows_a.data(),      rows_b.data(), dhu.data()};
   }
 };
 
 template <typename T>
 OwnedWorkspace<T> make_workspace(int64_t batch, int64_t time, int64_t units, const bool* mask,
-                                 bool rows, bool dhu) {
+                                 bool rows, bool dhu, int64_t input_width = 0) {
   OwnedWorkspace<T> w;
   w.first_valid.resize(batch);
   find_first_valid(mask, batch, time, w.first_valid.data());
   w.panels.resize(ceil_div(units, kUnitPadding) * kUnitPadding * 3 * units);
+  w.input_panels.resize(ceil_div(units, kUnitPadding) * kUnitPadding * 3 * input_width);
   if (rows) {
     w.rows_a.resize(batch * units);
     w.rows_b.resize(batch * units);
@@ -78,7 +80,8 @@ const char* cpu_isa_name(CpuIsa isa) {
 template <typename T>
 void gru_forward_cpu(const GruForwardParams<T>& p, const Workers& workers) {
   if (p.batch == 0 || p.units == 0) return;
-  auto ws = make_workspace<T>(p.batch, p.time, p.units, p.mask, !p.reset_after, false);
+  auto ws = make_workspace<T>(p.batch, p.time, p.units, p.mask, !p.reset_after, false,
+                              p.kernel ? p.input_width : 0);
   const Workers& w = pick_workers(p.batch, p.units, workers);
   switch (selected_cpu_isa()) {
 #if defined(GATEGRU_HAVE_AVX512)

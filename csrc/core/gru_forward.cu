@@ -4,6 +4,8 @@
 // the per-step kernels run the same phase code with U read from global memory (L2).
 #include <cooperative_groups.h>
 
+#include <algorithm>
+
 #include "gate_math.h"
 #include "gru_cuda_common.cuh"
 
@@ -148,16 +150,46 @@ __global__ void __launch_bounds__(kThreads, 1) forward_step(ForwardArgs<T> a, in
                            row1, reinterpret_cast<T*>(red_bytes));
 }
 
+// xw = x·W + b_in for every (row, step), for calls that pass the inputs and the kernel
+// (a graph built for the CPU's fused projection). Each thread owns four columns of one
+// row: the row of x is read by the whole warp at once, W's columns coalesced. TF's own
+// matmul (cuBLAS) is faster; the layer uses that on GPUs and this keeps such graphs
+// running anywhere.
+template <typename T>
+__global__ void project_inputs(const T* x, const T* kernel, const T* bias, int64_t rows,
+                               int64_t width, int64_t cols, T* xw) {
+  constexpr int kCols = 4;
+  const int64_t groups = (cols + kCols - 1) / kCols;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+       i < rows * groups; i += stride) {
+    const int64_t n = i / groups, c0 = (i % groups) * kCols;
+    const int nc = static_cast<int>(min(static_cast<int64_t>(kCols), cols - c0));
+    T acc[kCols];
+    for (int c = 0; c < kCols; ++c) acc[c] = c < nc ? bias[c0 + c] : T(0);
+    const T* xr = x + n * width;
+    for (int64_t k = 0; k < width; ++k) {
+      const T xv = xr[k];
+      const T* wr = kernel + k * cols + c0;
+      for (int c = 0; c < kCols; ++c)
+        if (c < nc) acc[c] += xv * wr[c];
+    }
+    for (int c = 0; c < nc; ++c) xw[n * cols + c0 + c] = acc[c];
+  }
+}
+
 template <typename T>
 struct ForwardScratch {
   int64_t* first_valid = nullptr;
   T* z_tmp = nullptr;
   T* rh_tmp = nullptr;
+  T* xw = nullptr;  // with a kernel: the projections
 };
 
 template <typename T>
 size_t carve_forward(const GruForwardParams<T>& p, void* base, ForwardScratch<T>* w) {
   Carver c(base);
+  if (p.kernel) w->xw = c.take<T>(p.batch * p.time * 3 * p.units);
   if (p.mask) w->first_valid = c.take<int64_t>(p.batch);
   if (!p.reset_after) {
     w->z_tmp = c.take<T>(p.batch * p.units);
@@ -180,8 +212,9 @@ size_t gru_forward_cuda_workspace(const GruForwardParams<T>& p) {
 }
 
 template <typename T>
-int gru_forward_cuda(const GruForwardParams<T>& p, void* stream_ptr, void* workspace,
+int gru_forward_cuda(const GruForwardParams<T>& params, void* stream_ptr, void* workspace,
                      size_t workspace_bytes, CudaPath path) {
+  GruForwardParams<T> p = params;
   if (p.batch <= 0 || p.units <= 0) return cudaSuccess;
   const cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
   if (p.time == 0) {  // no step: the last state is h0
@@ -192,6 +225,14 @@ int gru_forward_cuda(const GruForwardParams<T>& p, void* stream_ptr, void* works
   ForwardScratch<T> w;
   const size_t need = carve_forward(p, workspace, &w);
   if (need > workspace_bytes || (need > 0 && workspace == nullptr)) return cudaErrorInvalidValue;
+  if (p.kernel) {
+    const int64_t rows = p.batch * p.time, groups = cuda_launch::ceil_div(3 * p.units, 4);
+    const dim3 grid(static_cast<unsigned>(
+        std::min<int64_t>(cuda_launch::ceil_div(rows * groups, kThreads), 65535)));
+    CHECK_CUDA(launch_kernel(project_inputs<T>, grid, 0, stream, p.x, p.kernel, p.input_bias,
+                             rows, p.input_width, 3 * p.units, w.xw));
+    p.xw = w.xw;
+  }
   CudaLaunchPlan plan;
   const void* persistent = reinterpret_cast<const void*>(persistent_kernel<T>(p.reset_after));
   CHECK_CUDA(plan_launch<T>(persistent, p.batch, p.units, path, &plan));

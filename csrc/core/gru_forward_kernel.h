@@ -31,6 +31,27 @@ struct ForwardKernel {
         H(p.units) {}
 
   const T* panel(int64_t ub) const { return ws.panels + ub * H * 3 * W; }
+  const T* input_panel(int64_t ub) const { return ws.input_panels + ub * p.input_width * 3 * W; }
+
+  // The input pre-activations of gates [g0, g0 + NG) for the rows' block of units: from
+  // xw, or x·W + b_in computed here while the row of x is in cache.
+  template <int Rows, int NG>
+  void input_part(int64_t t, int64_t b0, int64_t ub, int g0, V (&in)[Rows][NG]) const {
+    const int64_t j0 = ub * W, w = min64(W, H - j0);
+    if (!p.kernel) {
+      for (int m = 0; m < Rows; ++m)
+        for (int g = 0; g < NG; ++g)
+          in[m][g] = load_n<S>(p.xw + seq.row(b0 + m, t) * 3 * H + (g0 + g) * H + j0, w);
+      return;
+    }
+    const T* x[Rows];
+    for (int m = 0; m < Rows; ++m) x[m] = p.x + seq.row(b0 + m, t) * p.input_width;
+    panel_product<Rows, NG, S>(x, 0, p.input_width, input_panel(ub) + g0 * W, 3 * W, in);
+    for (int g = 0; g < NG; ++g) {
+      const V bias = load_n<S>(p.input_bias + (g0 + g) * H + j0, w);
+      for (int m = 0; m < Rows; ++m) in[m][g] += bias;
+    }
+  }
 
   void store_opt(T* base, int64_t off, V v, int64_t w) const {
     if (base) store_n<S>(base + off, v, w);
@@ -52,6 +73,8 @@ struct ForwardKernel {
 
   template <int Rows>
   void rows_reset_after(int64_t t, int64_t b0, int64_t ub) const {
+    V in[Rows][3];
+    input_part<Rows, 3>(t, b0, ub, 0, in);
     const T* hp[Rows];
     previous_states<Rows>(t, b0, hp);
     V acc[Rows][3];
@@ -65,11 +88,9 @@ struct ForwardKernel {
         masked_step(b, t, j0, w);
         continue;
       }
-      const T* x = p.xw + seq.row(b, t) * 3 * H + j0;
       const V uh = acc[m][2] + bh;
-      const GateValues<V> g = gates_reset_after(load_n<S>(x, w), load_n<S>(x + H, w),
-                                                load_n<S>(x + 2 * H, w), acc[m][0] + bz,
-                                                acc[m][1] + br, uh);
+      const GateValues<V> g =
+          gates_reset_after(in[m][0], in[m][1], in[m][2], acc[m][0] + bz, acc[m][1] + br, uh);
       const int64_t off = seq.row(b, t) * H + j0;
       store_n<S>(p.h_seq + off, mix_state(g.z, load_n<S>(hp[m] + j0, w), g.hc), w);
       store_opt(p.update, off, g.z, w);
@@ -82,6 +103,8 @@ struct ForwardKernel {
   // reset_after=false, phase 1: z (kept in ws.rows_a), r and r⊙h_prev (ws.rows_b).
   template <int Rows>
   void rows_update_reset(int64_t t, int64_t b0, int64_t ub) const {
+    V in[Rows][2];
+    input_part<Rows, 2>(t, b0, ub, 0, in);
     const T* hp[Rows];
     previous_states<Rows>(t, b0, hp);
     V acc[Rows][2];
@@ -92,9 +115,8 @@ struct ForwardKernel {
     for (int m = 0; m < Rows; ++m) {
       const int64_t b = b0 + m;
       if (!seq.valid(b, t)) continue;
-      const T* x = p.xw + seq.row(b, t) * 3 * H + j0;
-      const V z = sigmoid(load_n<S>(x, w) + acc[m][0] + bz);
-      const V r = sigmoid(load_n<S>(x + H, w) + acc[m][1] + br);
+      const V z = sigmoid(in[m][0] + acc[m][0] + bz);
+      const V r = sigmoid(in[m][1] + acc[m][1] + br);
       store_n<S>(ws.rows_a + b * H + j0, z, w);
       store_n<S>(ws.rows_b + b * H + j0, r * load_n<S>(hp[m] + j0, w), w);
       store_opt(p.reset, seq.row(b, t) * H + j0, r, w);
@@ -104,6 +126,8 @@ struct ForwardKernel {
   // reset_after=false, phase 2: h̃ = tanh(x_h + (r⊙h_prev)·U_h + b_h), then the state.
   template <int Rows>
   void rows_candidate(int64_t t, int64_t b0, int64_t ub) const {
+    V in[Rows][1];
+    input_part<Rows, 1>(t, b0, ub, 2, in);
     const T* rh[Rows];
     for (int m = 0; m < Rows; ++m) rh[m] = ws.rows_b + (b0 + m) * H;
     V acc[Rows][1];
@@ -117,8 +141,7 @@ struct ForwardKernel {
         continue;
       }
       const int64_t off = seq.row(b, t) * H + j0;
-      const V x = load_n<S>(p.xw + seq.row(b, t) * 3 * H + 2 * H + j0, w);
-      const V hc = tanh_act(x + acc[m][0] + bh);
+      const V hc = tanh_act(in[m][0] + acc[m][0] + bh);
       const V z = load_n<S>(ws.rows_a + b * H + j0, w);
       store_n<S>(p.h_seq + off, mix_state(z, load_n<S>(seq.h_prev(b, t) + j0, w), hc), w);
       store_opt(p.update, off, z, w);
@@ -161,7 +184,8 @@ struct ForwardKernel {
   }
 
   void run(const Workers& workers) const {
-    pack_forward_panels(p.recurrent_kernel, H, int64_t{W}, ws.panels);
+    pack_forward_panels(p.recurrent_kernel, H, H, int64_t{W}, ws.panels);
+    if (p.kernel) pack_forward_panels(p.kernel, p.input_width, H, int64_t{W}, ws.input_panels);
     const int64_t stages = p.time * (p.reset_after ? 1 : 2);
     run_staged(workers, stages, blk.chunks(), [this](int64_t s, int64_t c) { run_chunk(s, c); });
     for (int64_t b = 0; b < p.batch; ++b) {

@@ -1,6 +1,6 @@
 // Plain parameter structs for the GRU sequence kernels (CPU and CUDA).
 // Layouts are batch-major and dense: xw (B,T,3H), sequences (B,T,H), states (B,H),
-// recurrent kernel (H,3H) with column blocks [z | r | h] as in Keras.
+// recurrent kernel (H,3H) and input kernel (I,3H) with column blocks [z | r | h] as in Keras.
 #pragma once
 #include <cstdint>
 
@@ -10,7 +10,13 @@ template <typename T>
 struct GruForwardParams {
   int64_t batch = 0, time = 0, units = 0;
   bool reset_after = true;  // Keras default (= cuDNN): r multiplies (h·U_h + b_h)
-  const T* xw = nullptr;              // (B,T,3H) input projections incl. input bias
+  // The input projections: either xw (B,T,3H) = x·W + b_in, computed by the caller, or
+  // the inputs x with the kernel W and b_in, projected inside the step (no xw round trip).
+  const T* xw = nullptr;              // (B,T,3H), or null when `kernel` is set
+  int64_t input_width = 0;            // I
+  const T* x = nullptr;               // (B,T,I)
+  const T* kernel = nullptr;          // (I,3H); null: use xw
+  const T* input_bias = nullptr;      // (3H)
   const T* h0 = nullptr;              // (B,H)
   const T* recurrent_kernel = nullptr;  // (H,3H)
   const T* recurrent_bias = nullptr;  // (3H); reset_after=false adds it like an input bias

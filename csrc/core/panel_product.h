@@ -10,17 +10,19 @@
 namespace gategru {
 namespace {  // internal linkage: see gate_math.h
 
-// Forward panels: for each block of W units, H rows of [z | r | h] × W columns, so one
-// step's product for a block streams through memory once. Padded columns are 0.
+// Forward panels of a (K, 3H) kernel (recurrent: K = H; input: K = I): for each block of W
+// units, K rows of [z | r | h] × W columns, so one step's product for a block streams
+// through memory once. Padded columns are 0.
 template <typename T>
-void pack_forward_panels(const T* U, int64_t H, int64_t W, T* panels) {
+void pack_forward_panels(const T* kernel, int64_t K, int64_t H, int64_t W, T* panels) {
   const int64_t blocks = (H + W - 1) / W;
   for (int64_t ub = 0; ub < blocks; ++ub)
-    for (int64_t k = 0; k < H; ++k)
+    for (int64_t k = 0; k < K; ++k)
       for (int64_t g = 0; g < 3; ++g)
         for (int64_t j = 0; j < W; ++j) {
           const int64_t unit = ub * W + j;
-          panels[((ub * H + k) * 3 + g) * W + j] = unit < H ? U[k * 3 * H + g * H + unit] : T(0);
+          panels[((ub * K + k) * 3 + g) * W + j] =
+              unit < H ? kernel[k * 3 * H + g * H + unit] : T(0);
         }
 }
 

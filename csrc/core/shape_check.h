@@ -13,12 +13,17 @@ std::string shape_str(const Shape& s);
 
 struct SequenceDims {
   int64_t batch = 0, time = 0, units = 0;
+  int64_t input_width = 0;  // with a kernel only
 };
 
-// xw (B,T,3H), h0 (B,H), recurrent_kernel (H,3H), recurrent_bias (3H), mask (B,T) or absent.
-std::string check_forward_shapes(const Shape& xw, const Shape& h0, const Shape& recurrent_kernel,
-                                 const Shape& recurrent_bias, const Shape* mask,
-                                 SequenceDims* dims);
+// inputs, h0 (B,H), recurrent_kernel (H,3H), recurrent_bias (3H), mask (B,T) or absent.
+// Without a kernel, inputs are the projections xw (B,T,3H); with one, inputs are x (B,T,I),
+// kernel is (I,3H) and input_bias (3H).
+std::string check_forward_shapes(const Shape& inputs, const Shape& h0,
+                                 const Shape& recurrent_kernel, const Shape& recurrent_bias,
+                                 const Shape* mask, SequenceDims* dims,
+                                 const Shape* kernel = nullptr,
+                                 const Shape* input_bias = nullptr);
 
 // Every named tensor must have exactly the expected shape.
 std::string check_same_shape(const char* name, const Shape& actual, const Shape& expected);

@@ -30,12 +30,17 @@ void require(const std::string& err) {
 }
 
 template <typename T>
-py::dict forward(Array<T> xw, Array<T> h0, Array<T> u, Array<T> b, std::optional<MaskArray> mask,
-                 bool reset_after, bool with_gates, int threads) {
+py::dict forward(Array<T> inputs, Array<T> h0, Array<T> u, Array<T> b,
+                 std::optional<MaskArray> mask, bool reset_after, bool with_gates, int threads,
+                 std::optional<Array<T>> kernel, std::optional<Array<T>> input_bias) {
   gategru::SequenceDims d;
   const Shape mshape = mask ? shape_of(*mask) : Shape{};
-  require(gategru::check_forward_shapes(shape_of(xw), shape_of(h0), shape_of(u), shape_of(b),
-                                        mask ? &mshape : nullptr, &d));
+  const Shape kshape = kernel ? shape_of(*kernel) : Shape{};
+  const Shape ibshape = input_bias ? shape_of(*input_bias) : Shape{};
+  if (input_bias && !kernel) require("`input_bias` needs `kernel`: without it, add it to xw");
+  require(gategru::check_forward_shapes(shape_of(inputs), shape_of(h0), shape_of(u), shape_of(b),
+                                        mask ? &mshape : nullptr, &d, kernel ? &kshape : nullptr,
+                                        input_bias ? &ibshape : nullptr));
   const std::vector<py::ssize_t> seq{d.batch, d.time, d.units};
   Array<T> h_seq(seq), h_last(std::vector<py::ssize_t>{d.batch, d.units});
   py::dict out;
@@ -44,7 +49,14 @@ py::dict forward(Array<T> xw, Array<T> h0, Array<T> u, Array<T> b, std::optional
   p.time = d.time;
   p.units = d.units;
   p.reset_after = reset_after;
-  p.xw = xw.data();
+  if (kernel) {
+    p.x = inputs.data();
+    p.input_width = d.input_width;
+    p.kernel = kernel->data();
+    p.input_bias = input_bias->data();
+  } else {
+    p.xw = inputs.data();
+  }
   p.h0 = h0.data();
   p.recurrent_kernel = u.data();
   p.recurrent_bias = b.data();
@@ -146,15 +158,18 @@ std::optional<MaskArray> opt_mask(const py::object& o) {
   return o.cast<MaskArray>();
 }
 
-py::dict forward_any(const py::array& xw, const py::object& h0, const py::object& u,
+py::dict forward_any(const py::array& inputs, const py::object& h0, const py::object& u,
                      const py::object& b, const py::object& mask, bool reset_after,
-                     bool with_gates, int threads) {
+                     bool with_gates, int threads, const py::object& kernel,
+                     const py::object& input_bias) {
   auto call = [&](auto tag) {
     using T = decltype(tag);
-    return forward<T>(xw.cast<Array<T>>(), h0.cast<Array<T>>(), u.cast<Array<T>>(),
-                      b.cast<Array<T>>(), opt_mask(mask), reset_after, with_gates, threads);
+    return forward<T>(inputs.cast<Array<T>>(), h0.cast<Array<T>>(), u.cast<Array<T>>(),
+                      b.cast<Array<T>>(), opt_mask(mask), reset_after, with_gates, threads,
+                      opt<T>(kernel), opt<T>(input_bias));
   };
-  return by_dtype<py::dict>(xw, "xw", [&] { return call(float{}); }, [&] { return call(double{}); });
+  return by_dtype<py::dict>(inputs, "inputs", [&] { return call(float{}); },
+                            [&] { return call(double{}); });
 }
 
 py::tuple backward_any(const py::object& h0, const py::object& u, const py::object& mask,
@@ -181,13 +196,16 @@ PYBIND11_MODULE(_kernels, m) {
       "cpu_isa", [] { return gategru::cpu_isa_name(gategru::selected_cpu_isa()); },
       "The instruction set the CPU kernels run with now (avx512, avx2 or baseline); "
       "GATEGRU_CPU_ISA=avx2|baseline asks for a lower one.");
-  m.def("forward", &forward_any, py::arg("xw"), py::arg("h0"), py::arg("recurrent_kernel"),
+  m.def("forward", &forward_any, py::arg("inputs"), py::arg("h0"), py::arg("recurrent_kernel"),
         py::arg("recurrent_bias"), py::arg("mask") = py::none(), py::arg("reset_after") = true,
-        py::arg("with_gates") = true, py::arg("threads") = 0,
+        py::arg("with_gates") = true, py::arg("threads") = 0, py::arg("kernel") = py::none(),
+        py::arg("input_bias") = py::none(),
         "GRU over a whole sequence on the CPU.\n\n"
-        "xw (B,T,3H) input projections, h0 (B,H), recurrent_kernel (H,3H), recurrent_bias "
-        "(3H,), mask (B,T) bool or None. xw's dtype (float32 or float64) is the compute "
-        "dtype; the other float arrays are cast to it. Returns a dict with h_seq (B,T,H), "
+        "inputs: the input projections xw (B,T,3H) = x·W + b_in, or, with kernel (I,3H) and "
+        "input_bias (3H,), the inputs x (B,T,I), projected inside each step. h0 (B,H), "
+        "recurrent_kernel (H,3H), recurrent_bias (3H,), mask (B,T) bool or None. inputs' "
+        "dtype (float32 or float64) is the compute dtype; the other float arrays are cast "
+        "to it. Returns a dict with h_seq (B,T,H), "
         "h_last (B,H) and, with with_gates, update, reset, candidate (B,T,H) and, with "
         "reset_after, hu_candidate (B,T,H), which backward needs. threads=0: all cores.");
   m.def("backward", &backward_any, py::arg("h0"), py::arg("recurrent_kernel"), py::arg("mask"),

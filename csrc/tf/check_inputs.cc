@@ -25,11 +25,16 @@ absl::Status check_mask(const tensorflow::Tensor& mask, const SequenceDims& d, b
 }  // namespace
 
 absl::Status check_forward_inputs(tensorflow::OpKernelContext* ctx, SequenceDims* dims,
-                                  bool* has_mask) {
-  TF_RETURN_IF_ERROR(as_status(check_forward_shapes(shape_of(ctx->input(0)),
-                                                    shape_of(ctx->input(1)),
-                                                    shape_of(ctx->input(2)),
-                                                    shape_of(ctx->input(3)), nullptr, dims)));
+                                  bool* has_mask, bool* projects) {
+  const Shape kernel = shape_of(ctx->input(5)), input_bias = shape_of(ctx->input(6));
+  const Shape none{0};
+  *projects = kernel != none;
+  if (!*projects && input_bias != none)
+    return as_status("`input_bias` must have shape (0,) without `kernel` (add it to xw), got " +
+                     shape_str(input_bias));
+  TF_RETURN_IF_ERROR(as_status(check_forward_shapes(
+      shape_of(ctx->input(0)), shape_of(ctx->input(1)), shape_of(ctx->input(2)),
+      shape_of(ctx->input(3)), nullptr, dims, *projects ? &kernel : nullptr, &input_bias)));
   return check_mask(ctx->input(4), *dims, has_mask);
 }
 

@@ -5,9 +5,9 @@
 
 namespace gategru {
 
-// Validates xw, h0, recurrent_kernel, recurrent_bias and mask (inputs 0-4).
+// Validates every input of GateGruForward; `projects`: a kernel was given (inputs are x).
 absl::Status check_forward_inputs(tensorflow::OpKernelContext* ctx, SequenceDims* dims,
-                                  bool* has_mask);
+                                  bool* has_mask, bool* projects);
 
 // Validates every input of GateGruBackward; gate gradients may be empty (no gate loss).
 absl::Status check_backward_inputs(tensorflow::OpKernelContext* ctx, bool reset_after,

@@ -36,8 +36,8 @@ class GateGruForwardOp : public tensorflow::OpKernel {
 
   void Compute(tensorflow::OpKernelContext* ctx) override {
     SequenceDims d;
-    bool has_mask = false;
-    OP_REQUIRES_OK(ctx, check_forward_inputs(ctx, &d, &has_mask));
+    bool has_mask = false, projects = false;
+    OP_REQUIRES_OK(ctx, check_forward_inputs(ctx, &d, &has_mask, &projects));
     const tensorflow::TensorShape seq({d.batch, d.time, d.units});
     const tensorflow::TensorShape empty({0, 0, 0});
     GruForwardParams<T> p;
@@ -45,7 +45,14 @@ class GateGruForwardOp : public tensorflow::OpKernel {
     p.time = d.time;
     p.units = d.units;
     p.reset_after = reset_after_;
-    p.xw = ctx->input(0).flat<T>().data();
+    if (projects) {
+      p.x = ctx->input(0).flat<T>().data();
+      p.input_width = d.input_width;
+      p.kernel = ctx->input(5).flat<T>().data();
+      p.input_bias = ctx->input(6).flat<T>().data();
+    } else {
+      p.xw = ctx->input(0).flat<T>().data();
+    }
     p.h0 = ctx->input(1).flat<T>().data();
     p.recurrent_kernel = ctx->input(2).flat<T>().data();
     p.recurrent_bias = ctx->input(3).flat<T>().data();

@@ -1,4 +1,4 @@
-// Op schemas and shape functions. Kernels live in gru_kernels.cc.
+// Op schemas and shape functions. Kernels live in gru_kernels_{cpu,gpu}.cc.
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
 
@@ -23,21 +23,35 @@ absl::Status sequence_dims(InferenceContext* c, int seq_index, int width_factor,
   DimensionHandle three_h, width;
   TF_RETURN_IF_ERROR(c->Multiply(*h, 3, &three_h));
   TF_RETURN_IF_ERROR(c->Merge(three_h, c->Dim(kernel, 1), &three_h));
-  TF_RETURN_IF_ERROR(c->Multiply(*h, width_factor, &width));
-  TF_RETURN_IF_ERROR(c->Merge(width, c->Dim(seq, 2), &width));
+  if (width_factor > 0) {  // 0: the width is not a multiple of H (checked by the caller)
+    TF_RETURN_IF_ERROR(c->Multiply(*h, width_factor, &width));
+    TF_RETURN_IF_ERROR(c->Merge(width, c->Dim(seq, 2), &width));
+  }
   TF_RETURN_IF_ERROR(c->Merge(c->Dim(seq, 0), c->Dim(h0, 0), b));
   *t = c->Dim(seq, 1);
   return absl::OkStatus();
 }
 
+// With a kernel (I,3H), inputs are x (B,T,I); without one (shape (0,)), xw (B,T,3H).
 absl::Status forward_shape(InferenceContext* c) {
+  ShapeHandle kernel = c->input(5);
+  const bool projects = !(c->RankKnown(kernel) && c->Rank(kernel) == 1);
   DimensionHandle b, t, h;
-  TF_RETURN_IF_ERROR(sequence_dims(c, /*xw*/ 0, 3, 1, 2, &b, &t, &h));
+  TF_RETURN_IF_ERROR(sequence_dims(c, /*inputs*/ 0, projects ? 0 : 3, 1, 2, &b, &t, &h));
   ShapeHandle bias;
   TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 1, &bias));
   DimensionHandle three_h;
   TF_RETURN_IF_ERROR(c->Multiply(h, 3, &three_h));
   TF_RETURN_IF_ERROR(c->Merge(c->Dim(bias, 0), three_h, &three_h));
+  if (projects) {
+    TF_RETURN_IF_ERROR(c->WithRank(kernel, 2, &kernel));
+    DimensionHandle width;
+    TF_RETURN_IF_ERROR(c->Merge(c->Dim(kernel, 1), three_h, &three_h));
+    TF_RETURN_IF_ERROR(c->Merge(c->Dim(kernel, 0), c->Dim(c->input(0), 2), &width));
+    ShapeHandle input_bias;
+    TF_RETURN_IF_ERROR(c->WithRank(c->input(6), 1, &input_bias));
+    TF_RETURN_IF_ERROR(c->Merge(c->Dim(input_bias, 0), three_h, &three_h));
+  }
   bool reset_after = true, with_gates = true, keep_cache = true;
   TF_RETURN_IF_ERROR(c->GetAttr("reset_after", &reset_after));
   TF_RETURN_IF_ERROR(c->GetAttr("with_gates", &with_gates));
@@ -65,11 +79,13 @@ absl::Status backward_shape(InferenceContext* c) {
 }  // namespace gategru
 
 REGISTER_OP("GateGruForward")
-    .Input("xw: T")
+    .Input("inputs: T")
     .Input("h0: T")
     .Input("recurrent_kernel: T")
     .Input("recurrent_bias: T")
     .Input("mask: bool")
+    .Input("kernel: T")
+    .Input("input_bias: T")
     .Output("h_seq: T")
     .Output("h_last: T")
     .Output("update: T")
@@ -82,8 +98,10 @@ REGISTER_OP("GateGruForward")
     .Attr("keep_cache: bool = true")
     .SetShapeFn(gategru::forward_shape)
     .Doc(R"doc(
-A GRU over a whole sequence, writing its gates. xw (B,T,3H) = x·W + b_in for every step;
-h0 (B,H); recurrent_kernel (H,3H); recurrent_bias (3H); mask (B,T) bool, or (0,) for none.
+A GRU over a whole sequence, writing its gates. inputs: the projections xw (B,T,3H) =
+x·W + b_in when kernel and input_bias have shape (0,); else x (B,T,I) with kernel (I,3H)
+and input_bias (3H), projected inside the op. h0 (B,H); recurrent_kernel (H,3H);
+recurrent_bias (3H); mask (B,T) bool, or (0,) for none.
 Outputs h_seq (B,T,H), h_last (B,H), update/reset/candidate (B,T,H) and hu_candidate
 (B,T,H, reset_after only), which the backward op needs; absent outputs have shape (0,0,0).
 with_gates=false writes no gates, keep_cache=false no hu_candidate (inference): the

@@ -27,12 +27,14 @@ double maxdiff(const std::vector<T>& a, const std::vector<T>& b) {
 
 template <typename T>
 void run_case(int64_t B, int64_t T_, int64_t H, bool reset_after, int mask_kind, int sms,
-              CudaPath path, bool gates, bool gate_grads, unsigned seed) {
+              CudaPath path, bool gates, bool gate_grads, unsigned seed, int64_t I = 0) {
   emu::config().sms = sms;
   std::mt19937 gen(seed);
   std::normal_distribution<double> nd;
   auto rnd = [&](int64_t n, double s) { std::vector<T> v(n); for (auto& x : v) x = T(nd(gen) * s); return v; };
   auto xw = rnd(B * T_ * 3 * H, 1.0), h0 = rnd(B * H, 0.5), U = rnd(H * 3 * H, 1.0 / std::sqrt(double(H))), bias = rnd(3 * H, 0.3);
+  // I > 0: the op's projecting form, x (B,T,I) with kernel (I,3H) and b_in instead of xw
+  auto x = rnd(B * T_ * I, 1.0), W = rnd(I * 3 * H, 1.0 / std::sqrt(double(I + 1))), b_in = rnd(3 * H, 0.3);
   std::vector<char> maskc(B * T_, 1);
   if (mask_kind) {
     std::uniform_real_distribution<double> ud;
@@ -47,7 +49,9 @@ void run_case(int64_t B, int64_t T_, int64_t H, bool reset_after, int mask_kind,
     o.h_seq.assign(S, fill); o.h_last.assign(B * H, fill);
     o.z.assign(S, fill); o.r.assign(S, fill); o.hc.assign(S, fill); o.hu.assign(S, fill);
     p.batch = B; p.time = T_; p.units = H; p.reset_after = reset_after;
-    p.xw = xw.data(); p.h0 = h0.data(); p.recurrent_kernel = U.data(); p.recurrent_bias = bias.data(); p.mask = mask;
+    if (I > 0) { p.x = x.data(); p.input_width = I; p.kernel = W.data(); p.input_bias = b_in.data(); }
+    else p.xw = xw.data();
+    p.h0 = h0.data(); p.recurrent_kernel = U.data(); p.recurrent_bias = bias.data(); p.mask = mask;
     p.h_seq = o.h_seq.data(); p.h_last = o.h_last.data();
     if (gates) { p.update = o.z.data(); p.reset = o.r.data(); p.candidate = o.hc.data(); p.hu_candidate = reset_after ? o.hu.data() : nullptr; }
   };
@@ -84,8 +88,8 @@ void run_case(int64_t B, int64_t T_, int64_t H, bool reset_after, int mask_kind,
   }
   const bool ok = e <= tol && eb <= tol * 10;
   if (!ok) ++failures;
-  std::printf("%s %s B=%ld T=%ld H=%ld ra=%d mask=%d sms=%d path=%d(%s) gates=%d ggr=%d rc=%d fwd=%.2e bwd=%.2e\n",
-              ok ? "ok  " : "FAIL", sizeof(T) == 8 ? "f64" : "f32", (long)B, (long)T_, (long)H, reset_after, mask_kind, sms,
+  std::printf("%s %s B=%ld T=%ld H=%ld I=%ld ra=%d mask=%d sms=%d path=%d(%s) gates=%d ggr=%d rc=%d fwd=%.2e bwd=%.2e\n",
+              ok ? "ok  " : "FAIL", sizeof(T) == 8 ? "f64" : "f32", (long)B, (long)T_, (long)H, (long)I, reset_after, mask_kind, sms,
               int(path), went_persistent ? "coop" : "step", gates, gate_grads, rc, e, eb);
   std::fflush(stdout);
 }
@@ -97,6 +101,7 @@ int main(int argc, char** argv) {
     for (bool ra : {true, false})
       for (CudaPath path : {CudaPath::kPersistent, CudaPath::kPerStep})
         run_case<double>(5, 3, 11, ra, 1, 2, path, true, true, seed++);
+    run_case<double>(5, 3, 11, true, 1, 2, CudaPath::kPersistent, true, false, seed++, 6);
     std::printf("%d failures\n", failures);
     return failures != 0;
   }
@@ -114,6 +119,10 @@ int main(int argc, char** argv) {
   run_case<float>(6, 5, 29, true, 1, 5, CudaPath::kPersistent, true, true, seed++);
   run_case<float>(6, 5, 29, false, 1, 5, CudaPath::kPerStep, true, true, seed++);
   run_case<double>(4, 3, 50, true, 1, 5, CudaPath::kAuto, true, true, seed++);   // 7 blocks > 5 SMs: step
+  // the projecting form: x·W + b_in by the projection kernel, then the same sequence
+  run_case<double>(5, 4, 13, true, 1, 3, CudaPath::kPersistent, true, false, seed++, 7);
+  run_case<double>(3, 3, 10, false, 1, 3, CudaPath::kPerStep, true, false, seed++, 1);
+  run_case<float>(6, 5, 29, true, 0, 5, CudaPath::kAuto, true, false, seed++, 9);
   {
     emu::config().sms = 5;
     CudaLaunchPlan plan;

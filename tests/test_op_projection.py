@@ -1,0 +1,95 @@
+"""The op's projecting form (inputs x with kernel and input_bias): values against the
+oracle on x·W + b_in, gradients of every input, and the recompute path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import random_mask
+
+from gategru import gru_sequence
+from gategru.reference import gru_sequence_reference
+
+
+def projecting_inputs(rng, batch, time, width, units, dtype=np.float64):
+    """x, h0, recurrent_kernel, recurrent_bias, kernel, input_bias."""
+    return [
+        tf.constant(v.astype(dtype))
+        for v in (
+            rng.normal(size=(batch, time, width)),
+            rng.normal(size=(batch, units)) * 0.5,
+            rng.normal(size=(units, 3 * units)) / np.sqrt(units),
+            rng.normal(size=3 * units) * 0.3,
+            rng.normal(size=(width, 3 * units)) / np.sqrt(width),
+            rng.normal(size=3 * units) * 0.3,
+        )
+    ]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize("mask_kind", ["none", "holes"])
+def test_projecting_op_matches_oracle(rng, dtype, reset_after, mask_kind):
+    batch, time, width, units = 5, 13, 11, 21
+    x, h0, u, b, kernel, b_in = projecting_inputs(rng, batch, time, width, units, dtype)
+    mask = random_mask(rng, batch, time, mask_kind)
+    out = gru_sequence(x, h0, u, b, mask=mask, reset_after=reset_after, kernel=kernel,
+                       input_bias=b_in)
+    xw = x.numpy().astype(np.float64) @ kernel.numpy() + b_in.numpy()
+    ref = gru_sequence_reference(xw, h0.numpy(), u.numpy(), b.numpy(), mask=mask,
+                                 reset_after=reset_after)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    for name in ("h_seq", "h_last", "update", "reset", "candidate"):
+        got = getattr(out, name)
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got.numpy(), getattr(ref, name), atol=tol, err_msg=name)
+
+
+def test_input_bias_defaults_to_zero(rng):
+    x, h0, u, b, kernel, _ = projecting_inputs(rng, 2, 4, 3, 5, np.float32)
+    implicit = gru_sequence(x, h0, u, b, kernel=kernel)
+    explicit = gru_sequence(x, h0, u, b, kernel=kernel, input_bias=tf.zeros([15]))
+    np.testing.assert_array_equal(implicit.h_seq.numpy(), explicit.h_seq.numpy())
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize("mask_kind", ["none", "holes"])
+def test_projecting_gradients_numeric_float64(rng, reset_after, mask_kind):
+    """Every float input, gates in the loss: x, h0, both kernels and both biases."""
+    batch, time, width, units = 3, 4, 5, 4
+    args = projecting_inputs(rng, batch, time, width, units)
+    mask = random_mask(rng, batch, time, mask_kind)
+    w = [tf.constant(rng.normal(size=s)) for s in
+         [(batch, time, units), (batch, units)] + [(batch, time, units)] * 3]
+
+    def loss(x, h0, u, b, kernel, b_in):
+        out = gru_sequence(x, h0, u, b, mask=mask, reset_after=reset_after, kernel=kernel,
+                           input_bias=b_in)
+        parts = (out.h_seq, out.h_last, out.update, out.reset, out.candidate)
+        return tf.reshape(sum(tf.reduce_sum(wi * p) for wi, p in zip(w, parts, strict=True)), [1])
+
+    theoretical, numerical = tf.test.compute_gradient(loss, args, delta=1e-6)
+    names = ("x", "h0", "recurrent_kernel", "recurrent_bias", "kernel", "input_bias")
+    for name, t, n in zip(names, theoretical, numerical, strict=True):
+        assert np.abs(n).max() > 1e-3, name  # the loss depends on every input
+        np.testing.assert_allclose(t, n, rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+def test_projecting_gradient_equals_the_projections_gradient(rng):
+    """The same loss through x with the kernel and through xw = x·W + b_in, also when the
+    forward ran without gates (the gradient then recomputes them)."""
+    x, h0, u, b, kernel, b_in = projecting_inputs(rng, 4, 7, 6, 9)
+    watched = [x, h0, u, b, kernel, b_in]
+    for with_gates in (True, False):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(watched)
+            fused = gru_sequence(x, h0, u, b, kernel=kernel, input_bias=b_in,
+                                 with_gates=with_gates, keep_cache=False)
+            xw = tf.einsum("bti,ij->btj", x, kernel) + b_in
+            plain = gru_sequence(xw, h0, u, b, with_gates=with_gates, keep_cache=False)
+            losses = [tf.reduce_sum(tf.sin(o.h_seq)) + tf.reduce_sum(o.h_last ** 2)
+                      for o in (fused, plain)]
+        for got, want in zip(tape.gradient(losses[0], watched),
+                             tape.gradient(losses[1], watched), strict=True):
+            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-10, atol=1e-12)
