@@ -135,11 +135,13 @@ class Ours:
         return self.torch.cuda.current_stream().cuda_stream
 
     def forward(
-        self, xw, h0, u, b, mask=None, reset_after=True, gates=True, path="auto", poison=False
+        self, xw, h0, u, b, mask=None, reset_after=True, gates=True, path="auto", poison=False,
+        kernel=None, input_bias=None,
     ):
+        """xw: the projections, or the inputs x when `kernel` is given."""
         torch = self.torch
-        bsz, t, h3 = xw.shape
-        h = h3 // 3
+        bsz, t, _ = xw.shape
+        h = u.shape[0]
         new = (
             (lambda *s: torch.full(s, float("nan"), dtype=xw.dtype, device=xw.device))
             if poison
@@ -166,6 +168,8 @@ class Ours:
             reset_after=reset_after,
             stream=self.stream(),
             path=path,
+            kernel=kernel,
+            input_bias=input_bias,
         )
         return out
 
@@ -367,6 +371,11 @@ def run_correctness(kernels, ours, record: Recorder, device: str = "cuda") -> No
         fwd = ours.forward(xw, h0.detach(), u, b_rec, path=path, poison=True)
         check("h_seq", fwd["h_seq"], out.detach(), 5e-4, **ctx)
         check("h_last", fwd["h_last"], hn[0].detach(), 5e-4, **ctx)
+        # the op's projecting form (x, kernel, b_in: the projection kernel, then the same)
+        proj = ours.forward(x.detach(), h0.detach(), u, b_rec, path=path, poison=True,
+                            kernel=kernel.contiguous(), input_bias=b_in.contiguous())
+        check("h_seq(x, kernel)", proj["h_seq"], out.detach(), 5e-4, **ctx)
+        check("update(x, kernel)", proj["update"], fwd["update"], 1e-5, **ctx)
         d_xw, d_h0 = ours.backward(fwd, h0.detach(), u, g_seq, g_last, path=path, poison=True)
         d_x, d_kernel, d_b_in, d_u, d_b_rec = weight_grads(
             torch, x.detach(), kernel, d_xw, fwd, h0.detach(), None, True

@@ -149,3 +149,16 @@ def test_nan_row_does_not_leak_and_gradients_stay_finite(rng):
     for row in (0, 1, 3):
         assert np.isfinite(out.h_seq.numpy()[row]).all()
         assert np.isfinite(grad[row]).all()
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_gates_larger_than_the_caches_match_oracle(rng, reset_after):
+    """Gate tensors of 8 MB and more are written around the caches (streaming stores)."""
+    batch, time, units = 32, 520, 128  # 8.1 MB per gate in float32
+    args = random_inputs(rng, batch, time, units, np.float32)
+    mask = random_mask(rng, batch, time, "holes")
+    out = gru_sequence(*args, mask=mask, reset_after=reset_after, keep_cache=False)
+    ref = gru_sequence_reference(*(a.numpy() for a in args), mask=mask, reset_after=reset_after)
+    for name in ("h_seq", "h_last", "update", "reset", "candidate"):
+        np.testing.assert_allclose(getattr(out, name).numpy(), getattr(ref, name), atol=2e-5,
+                                   err_msg=name)

@@ -6,6 +6,10 @@
 #include <cstring>
 #include <type_traits>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include "gate_math.h"
 
 #if defined(__AVX512F__)
@@ -36,6 +40,35 @@ struct Simd {
     return v;
   }
   static void store(T* p, V v) { std::memcpy(p, &v, sizeof(V)); }
+  // A store that bypasses the caches (no read of the line first, no eviction of what the
+  // next step reads), for outputs nothing reads back soon. Falls back to store() when
+  // unaligned. Callers fence() before anyone else reads the data.
+  static void stream(T* p, V v) {
+#if defined(__x86_64__)
+    if (reinterpret_cast<uintptr_t>(p) % sizeof(V) == 0) {
+      if constexpr (sizeof(V) == 64) {
+#if defined(__AVX512F__)
+        if constexpr (sizeof(T) == 4) return _mm512_stream_ps(p, (__m512)v);
+        else return _mm512_stream_pd(p, (__m512d)v);
+#endif
+      } else if constexpr (sizeof(V) == 32) {
+#if defined(__AVX__)
+        if constexpr (sizeof(T) == 4) return _mm256_stream_ps(p, (__m256)v);
+        else return _mm256_stream_pd(p, (__m256d)v);
+#endif
+      } else if constexpr (sizeof(V) == 16) {
+        if constexpr (sizeof(T) == 4) return _mm_stream_ps(p, (__m128)v);
+        else return _mm_stream_pd(p, (__m128d)v);
+      }
+    }
+#endif
+    store(p, v);
+  }
+  static void fence() {
+#if defined(__x86_64__)
+    _mm_sfence();
+#endif
+  }
   // A shuffle of lane 0, not V{} + x: that add of 0 cannot fold away (signed zeros).
   static V bcast(T x) {
     typedef Lane L __attribute__((vector_size(sizeof(Lane) * W)));

@@ -180,12 +180,19 @@ void forward_cuda(const DeviceArray& xw, const DeviceArray& h0, const DeviceArra
                   const DeviceArray& b, const DeviceArray& h_seq, const DeviceArray& h_last,
                   const std::optional<DeviceArray>& mask,
                   const std::vector<std::optional<DeviceArray>>& gates, bool reset_after,
-                  uintptr_t stream, CudaPath path) {
+                  uintptr_t stream, CudaPath path, const std::optional<DeviceArray>& kernel,
+                  const std::optional<DeviceArray>& input_bias) {
   SequenceDims d;
   const Shape mshape = mask ? mask->shape : Shape{};
+  if (input_bias && !kernel) require("`input_bias` needs `kernel`: without it, add it to xw");
   require(check_forward_shapes(xw.shape, h0.shape, u.shape, b.shape, mask ? &mshape : nullptr,
-                               &d));
+                               &d, kernel ? &kernel->shape : nullptr,
+                               input_bias ? &input_bias->shape : nullptr));
   const char* ts = typestr_of<T>();
+  if (kernel) {
+    check_array(*kernel, ts, kernel->shape, false);
+    check_array(*input_bias, ts, input_bias->shape, false);
+  }
   const Shape seq{d.batch, d.time, d.units}, state{d.batch, d.units};
   check_array(h0, ts, state, false);
   check_array(u, ts, {d.units, 3 * d.units}, false);
@@ -195,6 +202,7 @@ void forward_cuda(const DeviceArray& xw, const DeviceArray& h0, const DeviceArra
   if (mask) check_array(*mask, "|b1", {d.batch, d.time}, false);
   std::vector<const DeviceArray*> all{&xw, &h0, &u, &b, &h_seq, &h_last};
   if (mask) all.push_back(&*mask);
+  if (kernel) all.insert(all.end(), {&*kernel, &*input_bias});
   for (const auto& g : gates) {
     if (!g) continue;
     check_array(*g, ts, seq, true);
@@ -205,7 +213,14 @@ void forward_cuda(const DeviceArray& xw, const DeviceArray& h0, const DeviceArra
   p.time = d.time;
   p.units = d.units;
   p.reset_after = reset_after;
-  p.xw = data<T>(xw);
+  if (kernel) {
+    p.x = data<T>(xw);
+    p.input_width = d.input_width;
+    p.kernel = data<T>(kernel);
+    p.input_bias = data<T>(input_bias);
+  } else {
+    p.xw = data<T>(xw);
+  }
   p.h0 = data<T>(h0);
   p.recurrent_kernel = data<T>(u);
   p.recurrent_bias = data<T>(b);
@@ -226,7 +241,8 @@ void forward_any(const py::object& xw, const py::object& h0, const py::object& u
                  const py::object& b, const py::object& h_seq, const py::object& h_last,
                  const py::object& mask, const py::object& update, const py::object& reset,
                  const py::object& candidate, const py::object& hu_candidate, bool reset_after,
-                 uintptr_t stream, const std::string& path) {
+                 uintptr_t stream, const std::string& path, const py::object& kernel,
+                 const py::object& input_bias) {
   const DeviceArray x = device_array(xw, "xw");
   const std::vector<std::optional<DeviceArray>> gates{
       optional_array(update, "update"), optional_array(reset, "reset"),
@@ -235,7 +251,9 @@ void forward_any(const py::object& xw, const py::object& h0, const py::object& u
     forward_cuda<decltype(tag)>(x, device_array(h0, "h0"), device_array(u, "recurrent_kernel"),
                                 device_array(b, "recurrent_bias"), device_array(h_seq, "h_seq"),
                                 device_array(h_last, "h_last"), optional_array(mask, "mask"),
-                                gates, reset_after, stream, parse_path(path));
+                                gates, reset_after, stream, parse_path(path),
+                                optional_array(kernel, "kernel"),
+                                optional_array(input_bias, "input_bias"));
   };
   if (x.typestr == "<f4") return call(float{});
   if (x.typestr == "<f8") return call(double{});
@@ -351,10 +369,12 @@ void register_cuda_bindings(py::module_& m) {
         py::arg("mask") = py::none(), py::arg("update") = py::none(),
         py::arg("reset") = py::none(), py::arg("candidate") = py::none(),
         py::arg("hu_candidate") = py::none(), py::arg("reset_after") = true,
-        py::arg("stream") = 0, py::arg("path") = "auto",
+        py::arg("stream") = 0, py::arg("path") = "auto", py::arg("kernel") = py::none(),
+        py::arg("input_bias") = py::none(),
         "GRU over a whole sequence on the GPU, into caller-allocated outputs.\n\n"
         "Every array is a C-contiguous CUDA array (PyTorch tensor, CuPy array) of one "
-        "dtype, float32 or float64 (mask: bool). xw (B,T,3H), h0 (B,H), recurrent_kernel "
+        "dtype, float32 or float64 (mask: bool). xw (B,T,3H) (or, with kernel (I,3H) and "
+        "input_bias (3H,), the inputs x (B,T,I), projected first), h0 (B,H), recurrent_kernel "
         "(H,3H), recurrent_bias (3H,), mask (B,T) or None. Outputs: h_seq (B,T,H), h_last "
         "(B,H), and optionally update, reset, candidate, hu_candidate (B,T,H) (None: not "
         "written; backward with reset_after needs all four). `stream`: a cudaStream_t as an "
