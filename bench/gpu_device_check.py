@@ -134,6 +134,15 @@ class Ours:
     def stream(self) -> int:
         return self.torch.cuda.current_stream().cuda_stream
 
+    def _view(self, t):
+        """bfloat16 tensors go as int16 views (__cuda_array_interface__ has no bfloat16)."""
+        if t is not None and t.dtype == self.torch.bfloat16:
+            return t.view(self.torch.int16)
+        return t
+
+    def _dtype(self, t):
+        return "bfloat16" if t.dtype == self.torch.bfloat16 else None
+
     def forward(
         self, xw, h0, u, b, mask=None, reset_after=True, gates=True, path="auto", poison=False,
         kernel=None, input_bias=None,
@@ -153,23 +162,25 @@ class Ours:
                 ("hu_candidate",) if reset_after else ()
             ):
                 out[name] = new(bsz, t, h)
+        v = self._view
         self.k.forward_cuda(
-            xw,
-            h0,
-            u,
-            b,
-            out["h_seq"],
-            out["h_last"],
+            v(xw),
+            v(h0),
+            v(u),
+            v(b),
+            v(out["h_seq"]),
+            v(out["h_last"]),
             mask=mask,
-            update=out.get("update"),
-            reset=out.get("reset"),
-            candidate=out.get("candidate"),
-            hu_candidate=out.get("hu_candidate"),
+            update=v(out.get("update")),
+            reset=v(out.get("reset")),
+            candidate=v(out.get("candidate")),
+            hu_candidate=v(out.get("hu_candidate")),
             reset_after=reset_after,
             stream=self.stream(),
             path=path,
-            kernel=kernel,
-            input_bias=input_bias,
+            kernel=v(kernel),
+            input_bias=v(input_bias),
+            dtype=self._dtype(xw),
         )
         return out
 
@@ -191,25 +202,27 @@ class Ours:
         fill = float("nan") if poison else 0.0
         d_xw = torch.full((bsz, t, 3 * h), fill, dtype=h0.dtype, device=h0.device)
         d_h0 = torch.full((bsz, h), fill, dtype=h0.dtype, device=h0.device)
+        v = self._view
         self.k.backward_cuda(
-            h0,
-            u,
-            fwd["h_seq"],
-            fwd["update"],
-            fwd["reset"],
-            fwd["candidate"],
-            d_h_seq,
-            d_xw,
-            d_h0,
+            v(h0),
+            v(u),
+            v(fwd["h_seq"]),
+            v(fwd["update"]),
+            v(fwd["reset"]),
+            v(fwd["candidate"]),
+            v(d_h_seq),
+            v(d_xw),
+            v(d_h0),
             mask=mask,
-            hu_candidate=fwd.get("hu_candidate"),
-            d_h_last=d_h_last,
-            d_update=d_gates[0],
-            d_reset=d_gates[1],
-            d_candidate=d_gates[2],
+            hu_candidate=v(fwd.get("hu_candidate")),
+            d_h_last=v(d_h_last),
+            d_update=v(d_gates[0]),
+            d_reset=v(d_gates[1]),
+            d_candidate=v(d_gates[2]),
             reset_after=reset_after,
             stream=self.stream(),
             path=path,
+            dtype=self._dtype(h0),
         )
         return d_xw, d_h0
 
@@ -468,6 +481,37 @@ def run_correctness(kernels, ours, record: Recorder, device: str = "cuda") -> No
                         H=h,
                     )
                     guarded(ctx, lambda: vs_float64(dtype, reset_after, mask, path, bsz, t, h, ctx))  # noqa: B023
+    # (c) 16-bit storage (float compute) against float64 on the same rounded inputs.
+    def vs_float64_16(dtype, reset_after, path, bsz, t, h, ctx):
+        args64 = [
+            randn(*shape, dtype=torch.float64, scale=sc).to(dtype).to(torch.float64)
+            for shape, sc in (((bsz, t, 3 * h), 1.0), ((bsz, h), 0.5), ((h, 3 * h), h**-0.5),
+                              ((3 * h,), 0.3))
+        ]
+        fwd = ours.forward(*(a.to(dtype) for a in args64), reset_after=reset_after, path=path,
+                           poison=True)
+        want = ref.gru_sequence_reference(*(a.cpu().numpy() for a in args64),
+                                          reset_after=reset_after)
+        tol = 1e-2 if dtype == torch.float16 else 6e-2
+        for name in ("h_seq", "h_last", "update", "reset", "candidate"):
+            got = fwd[name].to(torch.float64)
+            check(name, got, torch.from_numpy(np.asarray(getattr(want, name))), tol, **ctx)
+        leaves = [a.clone().requires_grad_() for a in args64]
+        outs = oracle_torch(torch, *leaves, None, reset_after)
+        g = randn(*outs[0].shape, dtype=torch.float64).to(dtype)
+        torch.autograd.backward([outs[0]], [g.to(torch.float64)])
+        d_xw, d_h0 = ours.backward(fwd, args64[1].to(dtype), args64[2].to(dtype), g,
+                                   reset_after=reset_after, path=path, poison=True)
+        check("d_xw", d_xw.to(torch.float64), leaves[0].grad, 4 * tol, relative=True, **ctx)
+        check("d_h0", d_h0.to(torch.float64), leaves[1].grad, 4 * tol, relative=True, **ctx)
+
+    for dtype in (torch.float16, torch.bfloat16):
+        for reset_after in (True, False):
+            for path in ("persistent", "step"):
+                bsz, t, h = 6, 23, 37
+                ctx = dict(test="vs_float64_16bit", dtype=str(dtype).split(".")[-1],
+                           reset_after=reset_after, path=path, B=bsz, T=t, H=h)
+                guarded(ctx, lambda: vs_float64_16(dtype, reset_after, path, bsz, t, h, ctx))  # noqa: B023
     sync()
     if dev.type == "cuda":
         for h in (128, 1024, 1100):
@@ -523,7 +567,8 @@ def run_timing(kernels_path: str, record: Recorder, deadline: float, quick: bool
                     record(**base, skipped="time budget")
                     continue
                 try:
-                    plan = kernels.cuda_launch_plan(bsz, h, "float32")
+                    plan_dtype = "float32" if label == "fp32" else "float16"
+                    plan = kernels.cuda_launch_plan(bsz, h, plan_dtype)
                     base["path"] = "persistent" if plan["persistent"] else "step"
                     time_one(torch, ours, dev, dtype, bsz, t, h, base, record, deadline)
                 except Exception as err:  # noqa: BLE001 - record and go on
@@ -545,17 +590,18 @@ def time_one(torch, ours, dev, dtype, bsz, t, h, base, record, deadline) -> None
     g_seq = torch.randn(bsz, t, h, device=dev, generator=gen)
     x = x32.to(dtype)
     gru_t = gru.to(dtype)
-    cast = dtype != torch.float32
+    # 16-bit: our 16-bit kernels (float compute), weights and projection in that dtype too
+    kernel, u, b_in, b_rec, h0 = (a.to(dtype) for a in (kernel, u, b_in, b_rec, h0))
+    g_seq = g_seq.to(dtype)
 
     def ours_forward(gates):
-        xin = x.float() if cast else x  # no half kernel: fp32 inside, casts at the boundary
-        xw = torch.addmm(b_in, xin.reshape(-1, h), kernel).reshape(bsz, t, 3 * h)
+        xw = torch.addmm(b_in, x.reshape(-1, h), kernel).reshape(bsz, t, 3 * h)
         out = ours.forward(xw, h0, u, b_rec, gates=gates)
-        return out, xin, xw
+        return out, x, xw
 
     def ours_fwd(gates):
         out, _, _ = ours_forward(gates)
-        return out["h_seq"].to(dtype) if cast else out["h_seq"]
+        return out["h_seq"]
 
     def ours_fwd_bwd():
         out, xin, _ = ours_forward(True)
@@ -600,14 +646,7 @@ def time_one(torch, ours, dev, dtype, bsz, t, h, base, record, deadline) -> None
             continue
         try:
             result = cuda_time_ms(torch, fn, deadline)
-            record(
-                **base,
-                case=name,
-                **result,
-                note="ours: fp32 kernels, inputs cast at the boundary"
-                if cast and name.startswith("ours")
-                else "",
-            )
+            record(**base, case=name, **result)
             log(f"{base['dtype']} B={bsz:<4} H={h:<5} {name:<18} {result['ms']:9.3f} ms")
         except Exception as err:  # noqa: BLE001
             record(**base, case=name, error=f"{type(err).__name__}: {err}"[:400])

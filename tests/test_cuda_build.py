@@ -176,6 +176,27 @@ def test_forward_cuda_validates_before_touching_the_device():
         k.forward_cuda(**{**ok, "xw": [[0.0]]})
     with pytest.raises(ValueError, match="path"):
         k.forward_cuda(**ok, path="fastest")
+    # the projecting form and the 16-bit types are checked the same way
+    x = FakeDeviceArray((b, t, 7))
+    with pytest.raises(ValueError, match=r"`kernel` must have shape.*got \(7, 14\)"):
+        k.forward_cuda(**{**ok, "xw": x}, kernel=FakeDeviceArray((7, 14)),
+                       input_bias=FakeDeviceArray((15,)))
+    with pytest.raises(ValueError, match="`input_bias` is required with `kernel`"):
+        k.forward_cuda(**{**ok, "xw": x}, kernel=FakeDeviceArray((7, 15)))
+    with pytest.raises(TypeError, match=r"dtype='bfloat16' takes int16 views.*<f4"):
+        k.forward_cuda(**ok, dtype="bfloat16")
+    with pytest.raises(ValueError, match="`dtype` must be None or 'bfloat16'"):
+        k.forward_cuda(**ok, dtype="float8")
+    shape = {name: a.__cuda_array_interface__["shape"] for name, a in ok.items()}
+    half = {name: FakeDeviceArray(s, "<f2") for name, s in shape.items()}
+    with pytest.raises(TypeError, match=r"`h0` has dtype <f4, expected <f2"):
+        k.forward_cuda(**{**half, "h0": ok["h0"]})
+    bf16 = {name: FakeDeviceArray(s, "<i2") for name, s in shape.items()}
+    with pytest.raises(ValueError, match="h_last"):
+        k.forward_cuda(**{**bf16, "h_last": FakeDeviceArray((b, h + 1), "<i2")},
+                       dtype="bfloat16")
+    with pytest.raises(TypeError, match="float16, float32 or float64"):
+        k.forward_cuda(**bf16)  # int16 without dtype="bfloat16"
     with pytest.raises(ValueError, match="hu_candidate"):
         k.backward_cuda(
             h0=ok["h0"],
@@ -190,5 +211,6 @@ def test_forward_cuda_validates_before_touching_the_device():
         )
     available, message = k.cuda_available()
     if not available:  # valid arguments: the first CUDA call reports the missing GPU
-        with pytest.raises((RuntimeError, ValueError)):
-            k.forward_cuda(**ok)
+        for args, extra in ((ok, {}), (half, {}), (bf16, {"dtype": "bfloat16"})):
+            with pytest.raises((RuntimeError, ValueError)):
+                k.forward_cuda(**args, **extra)

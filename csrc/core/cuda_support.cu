@@ -71,10 +71,12 @@ int gru_cuda_plan(bool backward, int64_t batch, int64_t units, bool reset_after,
                   CudaLaunchPlan* plan) {
   const void* kernel = backward ? cuda_detail::backward_persistent_kernel<T>(reset_after)
                                 : cuda_detail::forward_persistent_kernel<T>(reset_after);
-  return cuda_detail::plan_launch<T>(kernel, batch, units, path, plan);
+  return cuda_detail::plan_launch<cuda_detail::AccOf<T>>(kernel, batch, units, path, plan);
 }
 
 template int gru_cuda_plan<float>(bool, int64_t, int64_t, bool, CudaPath, CudaLaunchPlan*);
 template int gru_cuda_plan<double>(bool, int64_t, int64_t, bool, CudaPath, CudaLaunchPlan*);
+template int gru_cuda_plan<Half>(bool, int64_t, int64_t, bool, CudaPath, CudaLaunchPlan*);
+template int gru_cuda_plan<BFloat16>(bool, int64_t, int64_t, bool, CudaPath, CudaLaunchPlan*);
 
 }  // namespace gategru

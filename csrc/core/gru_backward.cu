@@ -16,13 +16,15 @@ namespace {
 using namespace cuda_detail;
 namespace cg = cooperative_groups;
 
+// T is the storage type; sums and scratch use A = AccOf<T> (cuda_storage.cuh).
 template <typename T>
 struct BackwardArgs {
+  using A = AccOf<T>;
   GruBackwardParams<T> p;
   const int64_t* first_valid;  // (B) or null without a mask
-  T* g_state;  // (B,H) dL/dh along the state path; owned by the unit's block
-  T* g_carry;  // (B,H) gradient of an output that later masked steps repeat
-  T* dhu;      // reset_after: (2,B,3H) gradient of h_prev·U + b, by step parity, so a
+  A* g_state;  // (B,H) dL/dh along the state path; owned by the unit's block
+  A* g_carry;  // (B,H) gradient of an output that later masked steps repeat
+  A* dhu;      // reset_after: (2,B,3H) gradient of h_prev·U + b, by step parity, so a
                // stage writes step t's while other blocks still read step t+1's
   int slice;
   int kw;
@@ -36,77 +38,85 @@ enum Phase { kStage, kReset };
 template <typename T, bool kResetAfter, int kPhase, typename Slice>
 __device__ __forceinline__ void backward_phase(const BackwardArgs<T>& a, const Slice& s,
                                                int64_t t, int64_t j0, int wb, int64_t row0,
-                                               int64_t row1, T* red) {
+                                               int64_t row1, AccOf<T>* red) {
+  using A = AccOf<T>;
   const GruBackwardParams<T>& p = a.p;
   const int64_t B = p.batch, H = p.units, time = p.time;
   const SeqMask m{p.mask, a.first_valid, time};
   auto h_prev = [&](int64_t b, int64_t jj) {
-    return m.started(b, t) ? p.h_seq[(b * time + t - 1) * H + jj] : p.h0[b * H + jj];
+    return m.started(b, t) ? ld(p.h_seq + (b * time + t - 1) * H + jj) : ld(p.h0 + b * H + jj);
   };
 
   if constexpr (kPhase == kStage) {
     // Step t+1's gradient w.r.t. h_t·U (+b): null rows (masked step, or none) add nothing.
-    auto next_rows = [&](int64_t b) -> const T* {
-      if (t + 1 >= time || !m.valid(b, t + 1)) return nullptr;
-      if constexpr (kResetAfter) return a.dhu + (((t + 1) & 1) * B + b) * 3 * H;
-      return p.d_xw + (b * time + t + 1) * 3 * H;  // its z and r blocks
+    // (A rows in scratch, or T rows of d_xw: a template on the row type.)
+    auto next_rows = [&](int64_t b) {
+      if constexpr (kResetAfter) {
+        return t + 1 >= time || !m.valid(b, t + 1)
+                   ? static_cast<const A*>(nullptr)
+                   : static_cast<const A*>(a.dhu + (((t + 1) & 1) * B + b) * 3 * H);
+      } else {
+        return t + 1 >= time || !m.valid(b, t + 1)
+                   ? static_cast<const T*>(nullptr)
+                   : static_cast<const T*>(p.d_xw + (b * time + t + 1) * 3 * H);  // z, r
+      }
     };
-    auto pointwise = [&](int64_t b, int j, const T(&v)[1]) {
-      const int64_t jj = j0 + j, st = b * H + jj, off = (b * time + t) * H + jj;
-      const T g = load_cg(a.g_state + st) + v[0];
+    auto pointwise = [&](int64_t b, int j, const A(&v)[1]) {
+      const int64_t jj = j0 + j, si = b * H + jj, off = (b * time + t) * H + jj;
+      const A g = load_cg(a.g_state + si) + v[0];
       if (t < 0) {
-        p.d_h0[st] = g;
+        st(p.d_h0 + si, g);
         return;
       }
       T* dx = p.d_xw + (b * time + t) * 3 * H;
-      const T carry = load_cg(a.g_carry + st);
-      const T dh_out = load_or_zero(p.d_h_seq, off);
+      const A carry = load_cg(a.g_carry + si);
+      const A dh_out = load_or_zero(p.d_h_seq, off);
       if (!m.valid(b, t)) {
         // State carried: g passes through. The output repeated h_seq[t-1] (or was 0).
-        a.g_carry[st] = m.started(b, t) ? carry + dh_out : T(0);
-        a.g_state[st] = g;
-        dx[jj] = dx[H + jj] = dx[2 * H + jj] = T(0);
+        a.g_carry[si] = m.started(b, t) ? carry + dh_out : A(0);
+        a.g_state[si] = g;
+        for (int gate = 0; gate < 3; ++gate) st(dx + gate * H + jj, A(0));
         return;
       }
-      const T dh = g + dh_out + carry;
-      a.g_carry[st] = T(0);
-      const T z = p.update[off], hc = p.candidate[off], hp = h_prev(b, jj);
-      StepGrads<T> sg;
+      const A dh = g + dh_out + carry;
+      a.g_carry[si] = A(0);
+      const A z = ld(p.update + off), hc = ld(p.candidate + off), hp = h_prev(b, jj);
+      StepGrads<A> sg;
       if constexpr (kResetAfter) {
-        const T r = p.reset[off];
+        const A r = ld(p.reset + off);
         sg = step_grads_reset_after(dh, load_or_zero(p.d_update, off),
                                     load_or_zero(p.d_reset, off),
                                     load_or_zero(p.d_candidate, off), z, r, hc, hp,
-                                    p.hu_candidate[off]);
-        T* d = a.dhu + ((t & 1) * B + b) * 3 * H;
+                                    ld(p.hu_candidate + off));
+        A* d = a.dhu + ((t & 1) * B + b) * 3 * H;
         d[jj] = sg.da_z;
         d[H + jj] = sg.da_r;
         d[2 * H + jj] = sg.da_h * r;
-        dx[H + jj] = sg.da_r;
+        st(dx + H + jj, sg.da_r);
       } else {
         sg = step_grads_reset_before(dh, load_or_zero(p.d_update, off),
                                      load_or_zero(p.d_candidate, off), z, hc, hp);
       }
-      dx[jj] = sg.da_z;
-      dx[2 * H + jj] = sg.da_h;
-      a.g_state[st] = sg.dh_prev;
+      st(dx + jj, sg.da_z);
+      st(dx + 2 * H + jj, sg.da_h);
+      a.g_state[si] = sg.dh_prev;
     };
-    block_product<T, 0, kResetAfter ? 3 : 2, true>(row0, row1, H, wb, a.kw, s, red, next_rows,
+    block_product<A, 0, kResetAfter ? 3 : 2, true>(row0, row1, H, wb, a.kw, s, red, next_rows,
                                                    pointwise);
   } else {
     // d(r⊙h_prev) = da_h(t)·U_hᵀ; the reset gate's gradient and its share of dL/dh_prev.
-    block_product<T, 2, 1, true>(
+    block_product<A, 2, 1, true>(
         row0, row1, H, wb, a.kw, s, red,
         [&](int64_t b) -> const T* {
           return m.valid(b, t) ? p.d_xw + (b * time + t) * 3 * H + 2 * H : nullptr;
         },
-        [&](int64_t b, int j, const T(&v)[1]) {
+        [&](int64_t b, int j, const A(&v)[1]) {
           if (!m.valid(b, t)) return;
-          const int64_t jj = j0 + j, st = b * H + jj, off = (b * time + t) * H + jj;
-          const T r = p.reset[off];
-          p.d_xw[(b * time + t) * 3 * H + H + jj] =
-              reset_grad_reset_before(v[0], load_or_zero(p.d_reset, off), r, h_prev(b, jj));
-          a.g_state[st] = load_cg(a.g_state + st) + v[0] * r;
+          const int64_t jj = j0 + j, si = b * H + jj, off = (b * time + t) * H + jj;
+          const A r = ld(p.reset + off);
+          st(p.d_xw + (b * time + t) * 3 * H + H + jj,
+             reset_grad_reset_before(v[0], load_or_zero(p.d_reset, off), r, h_prev(b, jj)));
+          a.g_state[si] = load_cg(a.g_state + si) + v[0] * r;
         });
   }
 }
@@ -119,15 +129,16 @@ __device__ int block_width(const BackwardArgs<T>& a, int64_t j0) {
 // The whole reverse sweep in one cooperative launch: block x owns units [x·slice, +slice).
 template <typename T, bool kResetAfter>
 __global__ void __launch_bounds__(kThreads, 1) backward_persistent(BackwardArgs<T> a) {
+  using A = AccOf<T>;
   extern __shared__ __align__(16) unsigned char smem[];
   const int64_t H = a.p.units;
-  T* weights = reinterpret_cast<T*>(smem);
-  T* red = weights + H * SmemSlice<T>::kLd;
+  A* weights = reinterpret_cast<A*>(smem);
+  A* red = weights + H * SmemSlice<A>::kLd;
   const int64_t j0 = static_cast<int64_t>(blockIdx.x) * a.slice;
   const int wb = block_width(a, j0);
   fill_smem_slice(weights, backward_slice(a.p.recurrent_kernel, H, j0, wb), H);
   __syncthreads();
-  const SmemSlice<T> s{weights};
+  const SmemSlice<A> s{weights};
   cg::grid_group grid = cg::this_grid();
   for (int64_t t = a.p.time - 1; t >= -1; --t) {
     backward_phase<T, kResetAfter, kStage>(a, s, t, j0, wb, 0, a.p.batch, red);
@@ -143,31 +154,32 @@ __global__ void __launch_bounds__(kThreads, 1) backward_persistent(BackwardArgs<
 // One phase of one step; block (x, y) owns units [x·slice, +slice) of rows [y·rpb, +rpb).
 template <typename T, bool kResetAfter, int kPhase>
 __global__ void __launch_bounds__(kThreads, 1) backward_step(BackwardArgs<T> a, int64_t t) {
-  __shared__ __align__(16) unsigned char red_bytes[cuda_launch::kReduceSmemBytes<T>];
+  using A = AccOf<T>;
+  __shared__ __align__(16) unsigned char red_bytes[cuda_launch::kReduceSmemBytes<A>];
   const int64_t H = a.p.units;
   const int64_t j0 = static_cast<int64_t>(blockIdx.x) * a.slice;
   const int wb = block_width(a, j0);
   const int64_t row0 = static_cast<int64_t>(blockIdx.y) * a.rows_per_block;
   const int64_t row1 = min(a.p.batch, row0 + a.rows_per_block);
   backward_phase<T, kResetAfter, kPhase>(a, backward_slice(a.p.recurrent_kernel, H, j0, wb), t,
-                                         j0, wb, row0, row1, reinterpret_cast<T*>(red_bytes));
+                                         j0, wb, row0, row1, reinterpret_cast<A*>(red_bytes));
 }
 
 template <typename T>
 struct BackwardScratch {
   int64_t* first_valid = nullptr;
-  T* g_state = nullptr;
-  T* g_carry = nullptr;
-  T* dhu = nullptr;
+  AccOf<T>* g_state = nullptr;
+  AccOf<T>* g_carry = nullptr;
+  AccOf<T>* dhu = nullptr;
 };
 
 template <typename T>
 size_t carve_backward(const GruBackwardParams<T>& p, void* base, BackwardScratch<T>* w) {
   Carver c(base);
   if (p.mask) w->first_valid = c.take<int64_t>(p.batch);
-  w->g_state = c.take<T>(p.batch * p.units);
-  w->g_carry = c.take<T>(p.batch * p.units);
-  if (p.reset_after) w->dhu = c.take<T>(2 * p.batch * 3 * p.units);
+  w->g_state = c.take<AccOf<T>>(p.batch * p.units);
+  w->g_carry = c.take<AccOf<T>>(p.batch * p.units);
+  if (p.reset_after) w->dhu = c.take<AccOf<T>>(2 * p.batch * 3 * p.units);
   return c.bytes();
 }
 
@@ -194,13 +206,12 @@ int gru_backward_cuda(const GruBackwardParams<T>& p, void* stream_ptr, void* wor
   if (need > workspace_bytes || workspace == nullptr) return cudaErrorInvalidValue;
   CudaLaunchPlan plan;
   const void* persistent = reinterpret_cast<const void*>(persistent_kernel<T>(p.reset_after));
-  CHECK_CUDA(plan_launch<T>(persistent, p.batch, p.units, path, &plan));
+  CHECK_CUDA(plan_launch<AccOf<T>>(persistent, p.batch, p.units, path, &plan));
   BackwardArgs<T> a{p,        w.first_valid,      w.g_state,          w.g_carry,
                     w.dhu,    plan.slice_width,   plan.warps_per_row, plan.rows_per_block};
-  const size_t state_bytes = sizeof(T) * p.batch * p.units;
+  const size_t state_bytes = sizeof(AccOf<T>) * p.batch * p.units;
   if (p.d_h_last) {
-    CHECK_CUDA(cudaMemcpyAsync(w.g_state, p.d_h_last, state_bytes, cudaMemcpyDeviceToDevice,
-                               stream));
+    CHECK_CUDA(launch_widen(p.d_h_last, p.batch * p.units, w.g_state, stream));
   } else {
     CHECK_CUDA(cudaMemsetAsync(w.g_state, 0, state_bytes, stream));
   }
@@ -239,6 +250,8 @@ const void* backward_persistent_kernel(bool reset_after) {
   template const void* cuda_detail::backward_persistent_kernel<T>(bool);
 GATEGRU_INSTANTIATE(float)
 GATEGRU_INSTANTIATE(double)
+GATEGRU_INSTANTIATE(Half)
+GATEGRU_INSTANTIATE(BFloat16)
 #undef GATEGRU_INSTANTIATE
 
 }  // namespace gategru

@@ -9,6 +9,7 @@
 
 #include "cuda_check.h"
 #include "cuda_launch_heuristics.h"
+#include "cuda_storage.cuh"
 #include "gru_cuda.h"
 
 namespace gategru::cuda_detail {
@@ -26,8 +27,8 @@ __device__ __forceinline__ T load_cg(const T* p) {
 }
 
 template <typename T>
-__device__ __forceinline__ T load_or_zero(const T* p, int64_t i) {
-  return p ? p[i] : T(0);
+__device__ __forceinline__ AccOf<T> load_or_zero(const T* p, int64_t i) {
+  return p ? ld(p + i) : AccOf<T>(0);
 }
 
 // sequence_layout.h's rules. first_valid (B) is each row's first unmasked step, computed
@@ -44,23 +45,24 @@ struct SeqMask {
 };
 
 // A block's weight slice S(g, j, k), gates g < 3, units j < wb, k < H, in global memory.
-// kUnitsContiguous: S(g, j, k) = base[k·ld + g·H + j] (forward: columns of U), else
-// base[j·ld + g·H + k] (backward: rows of U). Compile-time layouts keep the address
+// kUnitsContiguous: S(g, j, k) = base[k·stride + g·H + j] (forward: columns of U), else
+// base[j·stride + g·H + k] (backward: rows of U). Compile-time layouts keep the address
 // arithmetic to one pointer per k (forward) or per unit (backward).
 template <typename T, bool kUnitsContiguous>
 struct GlobalSlice {
+  using A = AccOf<T>;
   const T* base;
-  int64_t ld, H;
+  int64_t stride, H;
   int wb;
-  __device__ T at(int g, int j, int64_t k) const {
-    return kUnitsContiguous ? __ldg(base + k * ld + g * H + j) : __ldg(base + j * ld + g * H + k);
+  __device__ A at(int g, int j, int64_t k) const {
+    return ld_ro(kUnitsContiguous ? base + k * stride + g * H + j : base + j * stride + g * H + k);
   }
   template <int G0, int NG>
-  __device__ __forceinline__ void load(int64_t k, T (&w)[NG][W]) const {
+  __device__ __forceinline__ void load(int64_t k, A (&w)[NG][W]) const {
 #pragma unroll
     for (int g = 0; g < NG; ++g) {
 #pragma unroll
-      for (int j = 0; j < W; ++j) w[g][j] = j < wb ? at(G0 + g, j, k) : T(0);
+      for (int j = 0; j < W; ++j) w[g][j] = j < wb ? at(G0 + g, j, k) : A(0);
     }
   }
 };
@@ -90,8 +92,9 @@ __device__ __forceinline__ void load16(const double* p, double* out) {
   out[1] = v.y;
 }
 
-// The slice resident in shared memory: s[k·kLd + g·W + j], zero for j ≥ wb; rows are
-// 16-byte aligned and padded (kWeightRowStride) so they are read with 16-byte loads.
+// The slice resident in shared memory, in the compute type: s[k·kLd + g·W + j], zero for
+// j ≥ wb; rows are 16-byte aligned and padded (kWeightRowStride) so they are read with
+// 16-byte loads.
 template <typename T>
 struct SmemSlice {
   static constexpr int64_t kLd = cuda_launch::kWeightRowStride<T>;
@@ -110,30 +113,32 @@ struct SmemSlice {
 
 // Copies a slice into shared memory (whole block; the caller syncs after). The loop runs
 // along the slice's contiguous axis in global memory, so reads coalesce.
-template <typename T, bool kUnitsContiguous>
-__device__ void fill_smem_slice(T* s, const GlobalSlice<T, kUnitsContiguous>& src, int64_t H) {
+template <typename A, typename T, bool kUnitsContiguous>
+__device__ void fill_smem_slice(A* s, const GlobalSlice<T, kUnitsContiguous>& src, int64_t H) {
   constexpr int64_t kCols = 3 * W;
   const int64_t n = H * kCols;
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
     const int64_t k = kUnitsContiguous ? i / kCols : i % H;
     const int64_t c = kUnitsContiguous ? i % kCols : i / H;
     const int g = static_cast<int>(c / W), j = static_cast<int>(c % W);
-    s[k * SmemSlice<T>::kLd + c] = j < src.wb ? src.at(g, j, k) : T(0);
+    s[k * SmemSlice<A>::kLd + c] = j < src.wb ? src.at(g, j, k) : A(0);
   }
 }
 
 // The recurrent product of one block, for rows [row0, row1) and its units j < wb:
 //   kSumGates=false: out[g][j] = Σ_k a_b[k] · S(G0+g, j, k)                  (h·U, forward)
 //   kSumGates=true:  out[0][j] = Σ_g Σ_k a_b[g·H + k] · S(G0+g, j, k)   (d·Uᵀ, backward)
-// over g < NG, k < H, where a_b = row_ptr(b) (null: a zero row, not read). Then calls
-// fin(b, j, out) once per (row, unit), from any thread of the block. Each warp computes
-// RB rows; `kw` warps split the k range of a row group; lanes take every 32nd k; sums
-// meet in `red` (shared, kReduceSmemBytes). Every thread of the block must call this.
+// over g < NG, k < H, where a_b = row_ptr(b) (null: a zero row, not read; any storage
+// type). Then calls fin(b, j, out) once per (row, unit), from any thread of the block.
+// Each warp computes RB rows; `kw` warps split the k range of a row group; lanes take
+// every 32nd k; sums meet in `red` (shared, kReduceSmemBytes). Sums are in T, the
+// compute type. Every thread of the block must call this.
 template <typename T, int G0, int NG, bool kSumGates, typename Slice, typename RowFn,
           typename FinFn>
 __device__ __forceinline__ void block_product(int64_t row0, int64_t row1, int64_t H, int wb,
                                               int kw, const Slice& s, T* red, RowFn row_ptr,
                                               FinFn fin) {
+  using Row = decltype(row_ptr(int64_t{0}));
   constexpr int kNA = kSumGates ? NG : 1;  // activation values per (row, k)
   constexpr int kNO = kSumGates ? 1 : NG;  // outputs per (row, unit)
   constexpr int kPerWarp = RB * kNO * W;
@@ -143,7 +148,7 @@ __device__ __forceinline__ void block_product(int64_t row0, int64_t row1, int64_
   const int slots = kWarps / kw, slot = warp / kw, kpart = warp % kw;
   const int64_t kstep = 32 * static_cast<int64_t>(kw);
   for (int64_t b0 = row0; b0 < row1; b0 += static_cast<int64_t>(slots) * RB) {
-    const T* a[RB];
+    Row a[RB];
 #pragma unroll
     for (int r = 0; r < RB; ++r) {
       const int64_t b = b0 + static_cast<int64_t>(slot) * RB + r;
@@ -166,7 +171,7 @@ __device__ __forceinline__ void block_product(int64_t row0, int64_t row1, int64_
 #pragma unroll
           for (int g = 0; g < kNA; ++g) {
             const int64_t k = k0 + u * kstep;
-            av[u][r][g] = (a[r] != nullptr && k < H) ? load_cg(a[r] + g * H + k) : T(0);
+            av[u][r][g] = (a[r] != nullptr && k < H) ? T(ld_cg(a[r] + g * H + k)) : T(0);
           }
 #pragma unroll
       for (int u = 0; u < kU; ++u) {
@@ -262,6 +267,19 @@ int launch_cooperative(void (*kernel)(P...), dim3 grid, size_t smem, cudaStream_
   void* ptrs[] = {static_cast<void*>(&args)...};
   CHECK_CUDA(cudaLaunchCooperativeKernel(kernel, grid, dim3(kThreads), ptrs, smem, stream));
   return cudaSuccess;
+}
+
+template <typename T>
+__global__ void widen_kernel(const T* src, int64_t n, AccOf<T>* dst) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) dst[i] = ld(src + i);
+}
+
+// dst = src in the compute type (a device-to-device copy for float and double).
+template <typename T>
+int launch_widen(const T* src, int64_t n, AccOf<T>* dst, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(cuda_launch::ceil_div(n, kThreads)));
+  return n > 0 ? launch_kernel(widen_kernel<T>, grid, 0, stream, src, n, dst) : cudaSuccess;
 }
 
 inline int launch_first_valid(const bool* mask, int64_t batch, int64_t time,

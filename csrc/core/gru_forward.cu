@@ -15,12 +15,14 @@ namespace {
 using namespace cuda_detail;
 namespace cg = cooperative_groups;
 
+// T is the storage type; sums and scratch use A = AccOf<T> (cuda_storage.cuh).
 template <typename T>
 struct ForwardArgs {
+  using A = AccOf<T>;
   GruForwardParams<T> p;
   const int64_t* first_valid;  // (B) or null without a mask
-  T* z_tmp;                    // (B,H) reset_after=false: z from phase 1 to phase 2
-  T* rh_tmp;                   // (B,H) reset_after=false: r⊙h_prev, read by every block
+  A* z_tmp;                    // (B,H) reset_after=false: z from phase 1 to phase 2
+  A* rh_tmp;                   // (B,H) reset_after=false: r⊙h_prev, read by every block
   int slice;                   // units per block
   int kw;                      // warps per row group
   int64_t rows_per_block;      // batch rows per block (grid.y)
@@ -31,17 +33,19 @@ struct ForwardArgs {
 enum Phase { kAll, kZR, kCand };
 
 template <typename T>
-__device__ void write_gates(const GruForwardParams<T>& p, int64_t off, T z, T r, T hc) {
-  if (p.update) p.update[off] = z;
-  if (p.reset) p.reset[off] = r;
-  if (p.candidate) p.candidate[off] = hc;
+__device__ void write_gates(const GruForwardParams<T>& p, int64_t off, AccOf<T> z, AccOf<T> r,
+                            AccOf<T> hc) {
+  if (p.update) st(p.update + off, z);
+  if (p.reset) st(p.reset + off, r);
+  if (p.candidate) st(p.candidate + off, hc);
 }
 
 // One phase of step t for the block's units [j0, j0+wb) and rows [row0, row1).
 template <typename T, int kPhase, typename Slice>
 __device__ __forceinline__ void forward_phase(const ForwardArgs<T>& a, const Slice& s, int64_t t,
                                               int64_t j0, int wb, int64_t row0, int64_t row1,
-                                              T* red) {
+                                              AccOf<T>* red) {
+  using A = AccOf<T>;
   const GruForwardParams<T>& p = a.p;
   const int64_t H = p.units, time = p.time;
   const SeqMask m{p.mask, a.first_valid, time};
@@ -50,59 +54,61 @@ __device__ __forceinline__ void forward_phase(const ForwardArgs<T>& a, const Sli
   auto h_prev = [&](int64_t b) -> const T* {
     return m.started(b, t) ? p.h_seq + (b * time + t - 1) * H : p.h0 + b * H;
   };
-  auto finish = [&](int64_t b, int64_t jj, int64_t off, T h) {
-    p.h_seq[off] = h;
-    if (t == time - 1) p.h_last[b * H + jj] = h;
+  auto finish = [&](int64_t b, int64_t jj, int64_t off, A h) {
+    st(p.h_seq + off, h);
+    if (t == time - 1) st(p.h_last + b * H + jj, h);
   };
   // A masked step repeats the previous output (0 before the first unmasked step), carries
   // the state and has zero gates; it is written in the step's last phase.
   auto masked = [&](int64_t b, int64_t jj, int64_t off) {
-    const T carried = m.started(b, t) ? load_cg(p.h_seq + off - H) : T(0);
-    p.h_seq[off] = carried;
-    write_gates(p, off, T(0), T(0), T(0));
-    if (p.hu_candidate) p.hu_candidate[off] = T(0);
-    if (t == time - 1) p.h_last[b * H + jj] = m.any_valid(b) ? carried : p.h0[b * H + jj];
+    const A carried = m.started(b, t) ? ld_cg(p.h_seq + off - H) : A(0);
+    st(p.h_seq + off, carried);
+    write_gates(p, off, A(0), A(0), A(0));
+    if (p.hu_candidate) st(p.hu_candidate + off, A(0));
+    if (t == time - 1)
+      st(p.h_last + b * H + jj, m.any_valid(b) ? carried : ld(p.h0 + b * H + jj));
   };
   auto state_rows = [&](int64_t b) -> const T* { return m.valid(b, t) ? h_prev(b) : nullptr; };
 
   if constexpr (kPhase == kAll) {
-    block_product<T, 0, 3, false>(
-        row0, row1, H, wb, a.kw, s, red, state_rows, [&](int64_t b, int j, const T(&v)[3]) {
+    block_product<A, 0, 3, false>(
+        row0, row1, H, wb, a.kw, s, red, state_rows, [&](int64_t b, int j, const A(&v)[3]) {
           const int64_t jj = j0 + j, off = (b * time + t) * H + jj;
           if (!m.valid(b, t)) return masked(b, jj, off);
           const T* x = p.xw + (b * time + t) * 3 * H;
-          const T uh = v[2] + bias[2 * H + jj];
-          const GateValues<T> g = gates_reset_after(x[jj], x[H + jj], x[2 * H + jj],
-                                                    v[0] + bias[jj], v[1] + bias[H + jj], uh);
-          finish(b, jj, off, mix_state(g.z, load_cg(h_prev(b) + jj), g.hc));
+          const A uh = v[2] + ld(bias + 2 * H + jj);
+          const GateValues<A> g =
+              gates_reset_after(ld(x + jj), ld(x + H + jj), ld(x + 2 * H + jj),
+                                v[0] + ld(bias + jj), v[1] + ld(bias + H + jj), uh);
+          finish(b, jj, off, mix_state(g.z, ld_cg(h_prev(b) + jj), g.hc));
           write_gates(p, off, g.z, g.r, g.hc);
-          if (p.hu_candidate) p.hu_candidate[off] = uh;
+          if (p.hu_candidate) st(p.hu_candidate + off, uh);
         });
   } else if constexpr (kPhase == kZR) {
-    block_product<T, 0, 2, false>(
-        row0, row1, H, wb, a.kw, s, red, state_rows, [&](int64_t b, int j, const T(&v)[2]) {
+    block_product<A, 0, 2, false>(
+        row0, row1, H, wb, a.kw, s, red, state_rows, [&](int64_t b, int j, const A(&v)[2]) {
           if (!m.valid(b, t)) return;
           const int64_t jj = j0 + j, off = (b * time + t) * H + jj;
           const T* x = p.xw + (b * time + t) * 3 * H;
-          const T z = sigmoid(x[jj] + v[0] + bias[jj]);
-          const T r = sigmoid(x[H + jj] + v[1] + bias[H + jj]);
+          const A z = sigmoid(ld(x + jj) + v[0] + ld(bias + jj));
+          const A r = sigmoid(ld(x + H + jj) + v[1] + ld(bias + H + jj));
           a.z_tmp[b * H + jj] = z;
-          a.rh_tmp[b * H + jj] = r * load_cg(h_prev(b) + jj);
-          if (p.reset) p.reset[off] = r;
+          a.rh_tmp[b * H + jj] = r * ld_cg(h_prev(b) + jj);
+          if (p.reset) st(p.reset + off, r);
         });
   } else {
-    block_product<T, 2, 1, false>(
+    block_product<A, 2, 1, false>(
         row0, row1, H, wb, a.kw, s, red,
-        [&](int64_t b) -> const T* { return m.valid(b, t) ? a.rh_tmp + b * H : nullptr; },
-        [&](int64_t b, int j, const T(&v)[1]) {
+        [&](int64_t b) -> const A* { return m.valid(b, t) ? a.rh_tmp + b * H : nullptr; },
+        [&](int64_t b, int j, const A(&v)[1]) {
           const int64_t jj = j0 + j, off = (b * time + t) * H + jj;
           if (!m.valid(b, t)) return masked(b, jj, off);
           const T* x = p.xw + (b * time + t) * 3 * H;
-          const T z = load_cg(a.z_tmp + b * H + jj);
-          const T hc = tanh_act(x[2 * H + jj] + v[0] + bias[2 * H + jj]);
-          finish(b, jj, off, mix_state(z, load_cg(h_prev(b) + jj), hc));
-          if (p.update) p.update[off] = z;
-          if (p.candidate) p.candidate[off] = hc;
+          const A z = load_cg(a.z_tmp + b * H + jj);
+          const A hc = tanh_act(ld(x + 2 * H + jj) + v[0] + ld(bias + 2 * H + jj));
+          finish(b, jj, off, mix_state(z, ld_cg(h_prev(b) + jj), hc));
+          if (p.update) st(p.update + off, z);
+          if (p.candidate) st(p.candidate + off, hc);
         });
   }
 }
@@ -115,15 +121,16 @@ __device__ int block_width(const ForwardArgs<T>& a, int64_t j0) {
 // The whole sequence in one cooperative launch: block x owns units [x·slice, +slice).
 template <typename T, bool kResetAfter>
 __global__ void __launch_bounds__(kThreads, 1) forward_persistent(ForwardArgs<T> a) {
+  using A = AccOf<T>;
   extern __shared__ __align__(16) unsigned char smem[];
   const int64_t H = a.p.units;
-  T* weights = reinterpret_cast<T*>(smem);
-  T* red = weights + H * SmemSlice<T>::kLd;
+  A* weights = reinterpret_cast<A*>(smem);
+  A* red = weights + H * SmemSlice<A>::kLd;
   const int64_t j0 = static_cast<int64_t>(blockIdx.x) * a.slice;
   const int wb = block_width(a, j0);
   fill_smem_slice(weights, forward_slice(a.p.recurrent_kernel, H, j0, wb), H);
   __syncthreads();
-  const SmemSlice<T> s{weights};
+  const SmemSlice<A> s{weights};
   cg::grid_group grid = cg::this_grid();
   for (int64_t t = 0; t < a.p.time; ++t) {
     if constexpr (kResetAfter) {
@@ -140,14 +147,15 @@ __global__ void __launch_bounds__(kThreads, 1) forward_persistent(ForwardArgs<T>
 // One phase of one step; block (x, y) owns units [x·slice, +slice) of rows [y·rpb, +rpb).
 template <typename T, int kPhase>
 __global__ void __launch_bounds__(kThreads, 1) forward_step(ForwardArgs<T> a, int64_t t) {
-  __shared__ __align__(16) unsigned char red_bytes[cuda_launch::kReduceSmemBytes<T>];
+  using A = AccOf<T>;
+  __shared__ __align__(16) unsigned char red_bytes[cuda_launch::kReduceSmemBytes<A>];
   const int64_t H = a.p.units;
   const int64_t j0 = static_cast<int64_t>(blockIdx.x) * a.slice;
   const int wb = block_width(a, j0);
   const int64_t row0 = static_cast<int64_t>(blockIdx.y) * a.rows_per_block;
   const int64_t row1 = min(a.p.batch, row0 + a.rows_per_block);
   forward_phase<T, kPhase>(a, forward_slice(a.p.recurrent_kernel, H, j0, wb), t, j0, wb, row0,
-                           row1, reinterpret_cast<T*>(red_bytes));
+                           row1, reinterpret_cast<A*>(red_bytes));
 }
 
 // xw = x·W + b_in for every (row, step), for calls that pass the inputs and the kernel
@@ -161,28 +169,29 @@ __global__ void project_inputs(const T* x, const T* kernel, const T* bias, int64
   constexpr int kCols = 4;
   const int64_t groups = (cols + kCols - 1) / kCols;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  using A = AccOf<T>;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
        i < rows * groups; i += stride) {
     const int64_t n = i / groups, c0 = (i % groups) * kCols;
     const int nc = static_cast<int>(min(static_cast<int64_t>(kCols), cols - c0));
-    T acc[kCols];
-    for (int c = 0; c < kCols; ++c) acc[c] = c < nc ? bias[c0 + c] : T(0);
+    A acc[kCols];
+    for (int c = 0; c < kCols; ++c) acc[c] = c < nc ? ld_ro(bias + c0 + c) : A(0);
     const T* xr = x + n * width;
     for (int64_t k = 0; k < width; ++k) {
-      const T xv = xr[k];
+      const A xv = ld_ro(xr + k);
       const T* wr = kernel + k * cols + c0;
       for (int c = 0; c < kCols; ++c)
-        if (c < nc) acc[c] += xv * wr[c];
+        if (c < nc) acc[c] += xv * ld_ro(wr + c);
     }
-    for (int c = 0; c < nc; ++c) xw[n * cols + c0 + c] = acc[c];
+    for (int c = 0; c < nc; ++c) st(xw + n * cols + c0 + c, acc[c]);
   }
 }
 
 template <typename T>
 struct ForwardScratch {
   int64_t* first_valid = nullptr;
-  T* z_tmp = nullptr;
-  T* rh_tmp = nullptr;
+  AccOf<T>* z_tmp = nullptr;
+  AccOf<T>* rh_tmp = nullptr;
   T* xw = nullptr;  // with a kernel: the projections
 };
 
@@ -192,8 +201,8 @@ size_t carve_forward(const GruForwardParams<T>& p, void* base, ForwardScratch<T>
   if (p.kernel) w->xw = c.take<T>(p.batch * p.time * 3 * p.units);
   if (p.mask) w->first_valid = c.take<int64_t>(p.batch);
   if (!p.reset_after) {
-    w->z_tmp = c.take<T>(p.batch * p.units);
-    w->rh_tmp = c.take<T>(p.batch * p.units);
+    w->z_tmp = c.take<AccOf<T>>(p.batch * p.units);
+    w->rh_tmp = c.take<AccOf<T>>(p.batch * p.units);
   }
   return c.bytes();
 }
@@ -235,7 +244,7 @@ int gru_forward_cuda(const GruForwardParams<T>& params, void* stream_ptr, void* 
   }
   CudaLaunchPlan plan;
   const void* persistent = reinterpret_cast<const void*>(persistent_kernel<T>(p.reset_after));
-  CHECK_CUDA(plan_launch<T>(persistent, p.batch, p.units, path, &plan));
+  CHECK_CUDA(plan_launch<AccOf<T>>(persistent, p.batch, p.units, path, &plan));
   ForwardArgs<T> a{p, w.first_valid, w.z_tmp, w.rh_tmp, plan.slice_width, plan.warps_per_row,
                    plan.rows_per_block};
   if (p.mask) CHECK_CUDA(launch_first_valid(p.mask, p.batch, p.time, w.first_valid, stream));
@@ -269,6 +278,8 @@ const void* forward_persistent_kernel(bool reset_after) {
   template const void* cuda_detail::forward_persistent_kernel<T>(bool);
 GATEGRU_INSTANTIATE(float)
 GATEGRU_INSTANTIATE(double)
+GATEGRU_INSTANTIATE(Half)
+GATEGRU_INSTANTIATE(BFloat16)
 #undef GATEGRU_INSTANTIATE
 
 }  // namespace gategru

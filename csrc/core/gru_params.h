@@ -6,6 +6,15 @@
 
 namespace gategru {
 
+// 16-bit float storage for the CUDA kernels (IEEE half and bfloat16) as raw bits, so that
+// host code needs no CUDA header; the kernels compute in float (cuda_storage.cuh).
+struct alignas(2) Half {
+  uint16_t bits;
+};
+struct alignas(2) BFloat16 {
+  uint16_t bits;
+};
+
 template <typename T>
 struct GruForwardParams {
   int64_t batch = 0, time = 0, units = 0;

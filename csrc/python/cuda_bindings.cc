@@ -10,6 +10,7 @@
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../core/gru_cuda.h"
@@ -76,6 +77,10 @@ std::optional<DeviceArray> optional_array(const py::object& obj, const char* nam
 
 template <typename T>
 const char* typestr_of() {
+  // __cuda_array_interface__ has no bfloat16: such arrays come as int16 views of the bits
+  // (PyTorch: t.view(torch.int16)), with dtype="bfloat16".
+  if constexpr (std::is_same_v<T, Half>) return "<f2";
+  if constexpr (std::is_same_v<T, BFloat16>) return "<i2";
   return sizeof(T) == 4 ? "<f4" : "<f8";
 }
 
@@ -237,12 +242,32 @@ void forward_cuda(const DeviceArray& xw, const DeviceArray& h0, const DeviceArra
                 });
 }
 
+// Calls fn(T{}) for the storage type: the arrays' typestr, or "bfloat16" over int16 views.
+template <typename Fn>
+void by_storage(const std::string& typestr, const py::object& dtype_obj, const char* name,
+                Fn fn) {
+  const std::string dtype = dtype_obj.is_none() ? "" : py::str(dtype_obj).cast<std::string>();
+  if (dtype == "bfloat16") {
+    if (typestr != "<i2")
+      throw py::type_error(std::string("dtype='bfloat16' takes int16 views of the bits (PyTorch: "
+                                       "t.view(torch.int16)); `") + name + "` has " + typestr);
+    return fn(BFloat16{});
+  }
+  if (!dtype.empty()) throw py::value_error("`dtype` must be None or 'bfloat16', got " + dtype);
+  if (typestr == "<f4") return fn(float{});
+  if (typestr == "<f8") return fn(double{});
+  if (typestr == "<f2") return fn(Half{});
+  throw py::type_error(std::string("`") + name +
+                       "` must be float16, float32 or float64 (bfloat16: see dtype), got " +
+                       typestr);
+}
+
 void forward_any(const py::object& xw, const py::object& h0, const py::object& u,
                  const py::object& b, const py::object& h_seq, const py::object& h_last,
                  const py::object& mask, const py::object& update, const py::object& reset,
                  const py::object& candidate, const py::object& hu_candidate, bool reset_after,
                  uintptr_t stream, const std::string& path, const py::object& kernel,
-                 const py::object& input_bias) {
+                 const py::object& input_bias, const py::object& dtype) {
   const DeviceArray x = device_array(xw, "xw");
   const std::vector<std::optional<DeviceArray>> gates{
       optional_array(update, "update"), optional_array(reset, "reset"),
@@ -255,9 +280,7 @@ void forward_any(const py::object& xw, const py::object& h0, const py::object& u
                                 optional_array(kernel, "kernel"),
                                 optional_array(input_bias, "input_bias"));
   };
-  if (x.typestr == "<f4") return call(float{});
-  if (x.typestr == "<f8") return call(double{});
-  throw py::type_error("`xw` must be float32 or float64, got " + x.typestr);
+  by_storage(x.typestr, dtype, "xw", call);
 }
 
 template <typename T>
@@ -312,7 +335,8 @@ void backward_any(const py::object& h0, const py::object& u, const py::object& h
                   const py::object& d_h_seq, const py::object& d_xw, const py::object& d_h0,
                   const py::object& mask, const py::object& hu, const py::object& d_h_last,
                   const py::object& d_z, const py::object& d_r, const py::object& d_hc,
-                  bool reset_after, uintptr_t stream, const std::string& path) {
+                  bool reset_after, uintptr_t stream, const std::string& path,
+                  const py::object& dtype) {
   const std::vector<std::optional<DeviceArray>> in{
       device_array(h0, "h0"),          device_array(u, "recurrent_kernel"),
       optional_array(mask, "mask"),    device_array(h_seq, "h_seq"),
@@ -322,10 +346,9 @@ void backward_any(const py::object& h0, const py::object& u, const py::object& h
       optional_array(d_z, "d_update"), optional_array(d_r, "d_reset"),
       optional_array(d_hc, "d_candidate")};
   const DeviceArray dx = device_array(d_xw, "d_xw"), dh0 = device_array(d_h0, "d_h0");
-  const std::string& ts = in[3]->typestr;
-  if (ts == "<f4") return backward_cuda<float>(in, dx, dh0, reset_after, stream, parse_path(path));
-  if (ts == "<f8") return backward_cuda<double>(in, dx, dh0, reset_after, stream, parse_path(path));
-  throw py::type_error("`h_seq` must be float32 or float64, got " + ts);
+  by_storage(in[3]->typestr, dtype, "h_seq", [&](auto tag) {
+    backward_cuda<decltype(tag)>(in, dx, dh0, reset_after, stream, parse_path(path));
+  });
 }
 
 py::tuple cuda_available() {
@@ -341,8 +364,12 @@ py::dict cuda_launch_plan(int64_t batch, int64_t units, const std::string& dtype
     rc = gru_cuda_plan<float>(backward, batch, units, reset_after, parse_path(path), &plan);
   } else if (dtype == "float64") {
     rc = gru_cuda_plan<double>(backward, batch, units, reset_after, parse_path(path), &plan);
+  } else if (dtype == "float16") {
+    rc = gru_cuda_plan<Half>(backward, batch, units, reset_after, parse_path(path), &plan);
+  } else if (dtype == "bfloat16") {
+    rc = gru_cuda_plan<BFloat16>(backward, batch, units, reset_after, parse_path(path), &plan);
   } else {
-    throw py::value_error("`dtype` must be 'float32' or 'float64'");
+    throw py::value_error("`dtype` must be 'float16', 'bfloat16', 'float32' or 'float64'");
   }
   if (rc != 0 && plan.reason.empty()) throw std::runtime_error(cuda_error_string(rc));
   py::dict d;
@@ -370,10 +397,13 @@ void register_cuda_bindings(py::module_& m) {
         py::arg("reset") = py::none(), py::arg("candidate") = py::none(),
         py::arg("hu_candidate") = py::none(), py::arg("reset_after") = true,
         py::arg("stream") = 0, py::arg("path") = "auto", py::arg("kernel") = py::none(),
-        py::arg("input_bias") = py::none(),
+        py::arg("input_bias") = py::none(), py::arg("dtype") = py::none(),
         "GRU over a whole sequence on the GPU, into caller-allocated outputs.\n\n"
         "Every array is a C-contiguous CUDA array (PyTorch tensor, CuPy array) of one "
-        "dtype, float32 or float64 (mask: bool). xw (B,T,3H) (or, with kernel (I,3H) and "
+        "dtype, float16, float32 or float64 (mask: bool); 16-bit floats are computed in "
+        "float32. bfloat16: pass int16 views of the bits (PyTorch: t.view(torch.int16)) and "
+        "dtype='bfloat16' (__cuda_array_interface__ has no bfloat16). xw (B,T,3H) (or, with "
+        "kernel (I,3H) and "
         "input_bias (3H,), the inputs x (B,T,I), projected first), h0 (B,H), recurrent_kernel "
         "(H,3H), recurrent_bias (3H,), mask (B,T) or None. Outputs: h_seq (B,T,H), h_last "
         "(B,H), and optionally update, reset, candidate, hu_candidate (B,T,H) (None: not "
@@ -386,7 +416,7 @@ void register_cuda_bindings(py::module_& m) {
         py::arg("hu_candidate") = py::none(), py::arg("d_h_last") = py::none(),
         py::arg("d_update") = py::none(), py::arg("d_reset") = py::none(),
         py::arg("d_candidate") = py::none(), py::arg("reset_after") = true,
-        py::arg("stream") = 0, py::arg("path") = "auto",
+        py::arg("stream") = 0, py::arg("path") = "auto", py::arg("dtype") = py::none(),
         "Backward of forward_cuda() into caller-allocated d_xw (B,T,3H) and d_h0 (B,H): the "
         "gradients of the pre-activations and of h0. Weight gradients are sums over time "
         "that the caller forms with matmuls. Same conventions as forward_cuda.");

@@ -4,8 +4,11 @@
 #include <cstdio>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
+#include "cuda_bf16.h"
+#include "cuda_fp16.h"
 #include "cuda_runtime.h"
 #include "gru_cpu.h"
 #include "gru_cuda.h"
@@ -94,6 +97,90 @@ void run_case(int64_t B, int64_t T_, int64_t H, bool reset_after, int mask_kind,
   std::fflush(stdout);
 }
 
+float widen(Half h) { return __half2float(__ushort_as_half(h.bits)); }
+float widen(BFloat16 h) { return __bfloat162float(__ushort_as_bfloat16(h.bits)); }
+template <typename S>
+S narrow(float v) {
+  if constexpr (std::is_same_v<S, Half>) return {__half_as_ushort(__float2half_rn(v))};
+  else return {__bfloat16_as_ushort(__float2bfloat16_rn(v))};
+}
+
+// 16-bit storage: the same inputs (rounded to S) through the float CPU kernels and the S
+// CUDA kernels; the GPU rounds every stored value, so the bound is S's precision.
+template <typename S>
+void run_case_16(int64_t B, int64_t T_, int64_t H, bool reset_after, CudaPath path, double tol,
+                 unsigned seed) {
+  emu::config().sms = 4;
+  std::mt19937 gen(seed);
+  std::normal_distribution<double> nd;
+  auto rnd = [&](int64_t n, double sc) {
+    std::vector<float> v(n);
+    for (auto& x : v) x = widen(narrow<S>(float(nd(gen) * sc)));
+    return v;
+  };
+  auto to_s = [](const std::vector<float>& v) {
+    std::vector<S> o(v.size());
+    for (size_t i = 0; i < v.size(); ++i) o[i] = narrow<S>(v[i]);
+    return o;
+  };
+  auto to_f = [](const std::vector<S>& v) {
+    std::vector<float> o(v.size());
+    for (size_t i = 0; i < v.size(); ++i) o[i] = widen(v[i]);
+    return o;
+  };
+  auto xw = rnd(B * T_ * 3 * H, 1.0), h0 = rnd(B * H, 0.5),
+       U = rnd(H * 3 * H, 1.0 / std::sqrt(double(H))), bias = rnd(3 * H, 0.3);
+  const int64_t S_ = B * T_ * H;
+  std::vector<float> hs(S_), hl(B * H), z(S_), r(S_), hc(S_), hu(S_);
+  GruForwardParams<float> pc;
+  pc.batch = B; pc.time = T_; pc.units = H; pc.reset_after = reset_after;
+  pc.xw = xw.data(); pc.h0 = h0.data(); pc.recurrent_kernel = U.data(); pc.recurrent_bias = bias.data();
+  pc.h_seq = hs.data(); pc.h_last = hl.data(); pc.update = z.data(); pc.reset = r.data();
+  pc.candidate = hc.data(); pc.hu_candidate = reset_after ? hu.data() : nullptr;
+  gru_forward_cpu(pc, SerialWorkers());
+  auto xw_s = to_s(xw), h0_s = to_s(h0), U_s = to_s(U), b_s = to_s(bias);
+  std::vector<S> ghs(S_, narrow<S>(NAN)), ghl(B * H, narrow<S>(NAN)), gz(S_, narrow<S>(NAN)),
+      gr(S_, narrow<S>(NAN)), ghc(S_, narrow<S>(NAN)), ghu(S_, narrow<S>(NAN));
+  GruForwardParams<S> pg;
+  pg.batch = B; pg.time = T_; pg.units = H; pg.reset_after = reset_after;
+  pg.xw = xw_s.data(); pg.h0 = h0_s.data(); pg.recurrent_kernel = U_s.data(); pg.recurrent_bias = b_s.data();
+  pg.h_seq = ghs.data(); pg.h_last = ghl.data(); pg.update = gz.data(); pg.reset = gr.data();
+  pg.candidate = ghc.data(); pg.hu_candidate = reset_after ? ghu.data() : nullptr;
+  std::vector<unsigned char> ws(gru_forward_cuda_workspace(pg) + 1);
+  int rc = gru_forward_cuda(pg, nullptr, ws.data(), ws.size() - 1, path);
+  double e = rc ? INFINITY : std::max({maxdiff(hs, to_f(ghs)), maxdiff(hl, to_f(ghl)),
+                                       maxdiff(z, to_f(gz)), maxdiff(r, to_f(gr)),
+                                       maxdiff(hc, to_f(ghc))});
+  // backward from the GPU forward's (rounded) outputs on both sides
+  auto dhs = rnd(S_, 1.0);
+  std::vector<float> fhs = to_f(ghs), fz = to_f(gz), fr = to_f(gr), fhc = to_f(ghc), fhu = to_f(ghu);
+  std::vector<float> dxc(B * T_ * 3 * H), dh0c(B * H);
+  GruBackwardParams<float> qc;
+  qc.batch = B; qc.time = T_; qc.units = H; qc.reset_after = reset_after; qc.h0 = h0.data();
+  qc.recurrent_kernel = U.data(); qc.h_seq = fhs.data(); qc.update = fz.data(); qc.reset = fr.data();
+  qc.candidate = fhc.data(); qc.hu_candidate = reset_after ? fhu.data() : nullptr;
+  qc.d_h_seq = dhs.data(); qc.d_h_last = dhs.data();  // any (B,H) values
+  qc.d_xw = dxc.data(); qc.d_h0 = dh0c.data();
+  gru_backward_cpu(qc, SerialWorkers());
+  auto dhs_s = to_s(dhs);
+  std::vector<S> dxg(B * T_ * 3 * H, narrow<S>(NAN)), dh0g(B * H, narrow<S>(NAN));
+  GruBackwardParams<S> qg;
+  qg.batch = B; qg.time = T_; qg.units = H; qg.reset_after = reset_after; qg.h0 = h0_s.data();
+  qg.recurrent_kernel = U_s.data(); qg.h_seq = ghs.data(); qg.update = gz.data(); qg.reset = gr.data();
+  qg.candidate = ghc.data(); qg.hu_candidate = reset_after ? ghu.data() : nullptr;
+  qg.d_h_seq = dhs_s.data(); qg.d_h_last = dhs_s.data(); qg.d_xw = dxg.data(); qg.d_h0 = dh0g.data();
+  std::vector<unsigned char> wsb(gru_backward_cuda_workspace(qg) + 1);
+  const int rcb = gru_backward_cuda(qg, nullptr, wsb.data(), wsb.size() - 1, path);
+  const double eb = rcb ? INFINITY : std::max(maxdiff(dxc, to_f(dxg)), maxdiff(dh0c, to_f(dh0g)));
+  if (rcb) rc = rcb;
+  const bool ok = e <= tol && eb <= 4 * tol;
+  if (!ok) ++failures;
+  std::printf("%s %s B=%ld T=%ld H=%ld ra=%d path=%d rc=%d fwd=%.2e bwd=%.2e (bound %.1e)\n",
+              ok ? "ok  " : "FAIL", std::is_same_v<S, Half> ? "f16" : "bf16", (long)B, (long)T_,
+              (long)H, reset_after, int(path), rc, e, eb, tol);
+  std::fflush(stdout);
+}
+
 int main(int argc, char** argv) {
   const bool quick = argc > 1;
   unsigned seed = 1;
@@ -102,6 +189,8 @@ int main(int argc, char** argv) {
       for (CudaPath path : {CudaPath::kPersistent, CudaPath::kPerStep})
         run_case<double>(5, 3, 11, ra, 1, 2, path, true, true, seed++);
     run_case<double>(5, 3, 11, true, 1, 2, CudaPath::kPersistent, true, false, seed++, 6);
+    run_case_16<Half>(3, 4, 11, true, CudaPath::kPersistent, 3e-3, seed++);
+    run_case_16<BFloat16>(3, 4, 11, false, CudaPath::kPerStep, 2.5e-2, seed++);
     std::printf("%d failures\n", failures);
     return failures != 0;
   }
@@ -123,6 +212,12 @@ int main(int argc, char** argv) {
   run_case<double>(5, 4, 13, true, 1, 3, CudaPath::kPersistent, true, false, seed++, 7);
   run_case<double>(3, 3, 10, false, 1, 3, CudaPath::kPerStep, true, false, seed++, 1);
   run_case<float>(6, 5, 29, true, 0, 5, CudaPath::kAuto, true, false, seed++, 9);
+  // 16-bit storage, float compute
+  for (bool ra : {true, false})
+    for (CudaPath path : {CudaPath::kPersistent, CudaPath::kPerStep}) {
+      run_case_16<Half>(5, 6, 21, ra, path, 3e-3, seed++);
+      run_case_16<BFloat16>(5, 6, 21, ra, path, 2.5e-2, seed++);
+    }
   {
     emu::config().sms = 5;
     CudaLaunchPlan plan;
