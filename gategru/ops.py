@@ -200,7 +200,7 @@ def _gate_gru_forward_grad(op: tf.Operation, *grads: tf.Tensor | None):
         )
         if not with_gates:  # gradients of the empty gate outputs mean nothing
             d_update = d_reset = d_candidate = None
-    d_xw, d_h0 = load_library().gate_gru_backward(
+    d_xw, d_h0, d_hu = load_library().gate_gru_backward(
         h0=h0,
         recurrent_kernel=recurrent_kernel,
         mask=mask,
@@ -219,13 +219,12 @@ def _gate_gru_forward_grad(op: tf.Operation, *grads: tf.Tensor | None):
     # Weight gradients are sums over all steps: a few large matmuls, not per-step work.
     units = tf.shape(h0)[1]
     h_prev = tf.reshape(previous_states(h_seq, h0, mask), [-1, units])
-    d_zr = d_xw[..., : 2 * units]
-    d_h = d_xw[..., 2 * units :]
-    if reset_after:
-        d_hu = tf.concat([d_zr, d_h * reset], axis=-1)
+    if reset_after:  # d_hu = [d_z, d_r, d_h·r], the gradient of h_prev·U + b_rec
         d_recurrent = tf.matmul(h_prev, tf.reshape(d_hu, [-1, 3 * units]), transpose_a=True)
         d_bias = tf.reduce_sum(d_hu, axis=[0, 1])
     else:
+        d_zr = d_xw[..., : 2 * units]
+        d_h = d_xw[..., 2 * units :]
         rh_prev = tf.reshape(reset, [-1, units]) * h_prev
         d_recurrent = tf.concat(
             [

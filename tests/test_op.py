@@ -162,3 +162,33 @@ def test_gates_larger_than_the_caches_match_oracle(rng, reset_after):
     for name in ("h_seq", "h_last", "update", "reset", "candidate"):
         np.testing.assert_allclose(getattr(out, name).numpy(), getattr(ref, name), atol=2e-5,
                                    err_msg=name)
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_backward_op_returns_the_gradient_of_the_recurrent_product(rng, reset_after):
+    """d_hu = [d_z, d_r, d_h·r] (reset_after), what the recurrent kernel's gradient needs."""
+    from gategru.ops import load_library
+
+    batch, time, units = 5, 9, 7
+    xw, h0, u, b = random_inputs(rng, batch, time, units)
+    mask = random_mask(rng, batch, time, "holes")
+    lib = load_library()
+    fwd = lib.gate_gru_forward(xw, h0, u, b, mask, tf.zeros([0], xw.dtype),
+                               tf.zeros([0], xw.dtype), reset_after=reset_after)
+    d_seq = tf.constant(rng.normal(size=(batch, time, units)))
+    out = lib.gate_gru_backward(
+        h0=h0, recurrent_kernel=u, mask=mask, h_seq=fwd.h_seq, update=fwd.update,
+        reset=fwd.reset, candidate=fwd.candidate, hu_candidate=fwd.hu_candidate,
+        d_h_seq=d_seq, d_h_last=tf.constant(rng.normal(size=(batch, units))),
+        d_update=tf.zeros([0, 0, 0], xw.dtype), d_reset=tf.zeros([0, 0, 0], xw.dtype),
+        d_candidate=tf.zeros([0, 0, 0], xw.dtype), reset_after=reset_after,
+    )
+    if not reset_after:
+        assert out.d_hu.shape == (0, 0, 0)
+        return
+    d_xw = out.d_xw.numpy()
+    want = np.concatenate(
+        [d_xw[..., : 2 * units], d_xw[..., 2 * units :] * fwd.reset.numpy()], axis=-1
+    )
+    np.testing.assert_allclose(out.d_hu.numpy(), want, rtol=1e-14, atol=1e-15)
+    assert np.abs(want).min(axis=-1)[~mask].max() == 0 and np.abs(want[mask]).sum() > 0

@@ -76,6 +76,10 @@ __device__ __forceinline__ void backward_phase(const BackwardArgs<T>& a, const S
         a.g_carry[si] = m.started(b, t) ? carry + dh_out : A(0);
         a.g_state[si] = g;
         for (int gate = 0; gate < 3; ++gate) st(dx + gate * H + jj, A(0));
+        if (p.d_hu) {
+          T* out = p.d_hu + (b * time + t) * 3 * H + jj;
+          for (int gate = 0; gate < 3; ++gate) st(out + gate * H, A(0));
+        }
         return;
       }
       const A dh = g + dh_out + carry;
@@ -93,6 +97,12 @@ __device__ __forceinline__ void backward_phase(const BackwardArgs<T>& a, const S
         d[H + jj] = sg.da_r;
         d[2 * H + jj] = sg.da_h * r;
         st(dx + H + jj, sg.da_r);
+        if (p.d_hu) {
+          T* out = p.d_hu + (b * time + t) * 3 * H;
+          st(out + jj, sg.da_z);
+          st(out + H + jj, sg.da_r);
+          st(out + 2 * H + jj, sg.da_h * r);
+        }
       } else {
         sg = step_grads_reset_before(dh, load_or_zero(p.d_update, off),
                                      load_or_zero(p.d_candidate, off), z, hc, hp);

@@ -36,8 +36,12 @@ struct BackwardKernel {
   const T* panel(int64_t ub) const { return ws.panels + ub * 3 * H * W; }
   T* g_state(int64_t b) const { return ws.rows_a + b * H; }
   T* g_carry(int64_t b) const { return ws.rows_b + b * H; }
-  // Step parity picks the buffer: a stage writes step t's while others read step t+1's.
-  T* dhu_row(int64_t t, int64_t b) const { return ws.dhu + ((t & 1) * p.batch + b) * 3 * H; }
+  // The caller's d_hu, else scratch where step parity picks the buffer: a stage writes step
+  // t's while others read step t+1's.
+  T* dhu_row(int64_t t, int64_t b) const {
+    if (p.d_hu) return p.d_hu + seq.row(b, t) * 3 * H;
+    return ws.dhu + ((t & 1) * p.batch + b) * 3 * H;
+  }
   V opt(const T* base, int64_t off, int64_t w) const {
     return base ? load_n<S>(base + off, w) : V{};
   }

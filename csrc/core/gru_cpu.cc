@@ -100,7 +100,8 @@ void gru_forward_cpu(const GruForwardParams<T>& p, const Workers& workers) {
 template <typename T>
 void gru_backward_cpu(const GruBackwardParams<T>& p, const Workers& workers) {
   if (p.batch == 0 || p.units == 0) return;
-  auto ws = make_workspace<T>(p.batch, p.time, p.units, p.mask, true, p.reset_after);
+  auto ws = make_workspace<T>(p.batch, p.time, p.units, p.mask, true,
+                              p.reset_after && !p.d_hu);
   const Workers& w = pick_workers(p.batch, p.units, workers);
   switch (selected_cpu_isa()) {
 #if defined(GATEGRU_HAVE_AVX512)

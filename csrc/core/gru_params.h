@@ -61,6 +61,9 @@ struct GruBackwardParams {
   // Outputs: gradient of the pre-activations (= of xw) and of h0.
   T* d_xw = nullptr;  // (B,T,3H)
   T* d_h0 = nullptr;  // (B,H)
+  // Optional, reset_after only: (B,T,3H) gradient of h_prev·U + b_rec, [da_z, da_r, da_h·r],
+  // which the recurrent kernel's and bias's gradients need (0 at masked steps).
+  T* d_hu = nullptr;
 };
 
 }  // namespace gategru

@@ -107,7 +107,10 @@ class GateGruBackwardOp : public tensorflow::OpKernel {
     p.d_candidate = optional_input<T>(ctx, 12);
     p.d_xw = allocate<T>(ctx, 0, tensorflow::TensorShape({d.batch, d.time, 3 * d.units}));
     p.d_h0 = allocate<T>(ctx, 1, tensorflow::TensorShape({d.batch, d.units}));
+    const tensorflow::TensorShape hu({d.batch, d.time, 3 * d.units});
+    p.d_hu = allocate<T>(ctx, 2, reset_after_ ? hu : tensorflow::TensorShape({0, 0, 0}));
     if (!ctx->status().ok()) return;
+    if (!reset_after_) p.d_hu = nullptr;
     Launcher<Device, T>::backward(ctx, p);
   }
 

@@ -72,6 +72,9 @@ absl::Status backward_shape(InferenceContext* c) {
   TF_RETURN_IF_ERROR(c->Multiply(h, 3, &three_h));
   c->set_output(0, c->MakeShape({b, t, three_h}));
   c->set_output(1, c->MakeShape({b, h}));
+  bool reset_after = true;
+  TF_RETURN_IF_ERROR(c->GetAttr("reset_after", &reset_after));
+  c->set_output(2, reset_after ? c->MakeShape({b, t, three_h}) : c->MakeShape({0, 0, 0}));
   return absl::OkStatus();
 }
 
@@ -124,10 +127,13 @@ REGISTER_OP("GateGruBackward")
     .Input("d_candidate: T")
     .Output("d_xw: T")
     .Output("d_h0: T")
+    .Output("d_hu: T")
     .Attr("T: {float, double}")
     .Attr("reset_after: bool = true")
     .SetShapeFn(gategru::backward_shape)
     .Doc(R"doc(
 Backward of GateGruForward: d_xw (B,T,3H) is the gradient of every pre-activation, d_h0
-(B,H). Gate gradients may be (0,0,0) when no loss reaches the gates.
+(B,H), and d_hu (B,T,3H; reset_after only, else (0,0,0)) the gradient of h_prev·U + b_rec,
+[da_z, da_r, da_h·r], from which the recurrent kernel's gradient is one matmul. Gate
+gradients may be (0,0,0) when no loss reaches the gates.
 )doc");

@@ -83,10 +83,14 @@ void run_case(int64_t B, int64_t T_, int64_t H, bool reset_after, int mask_kind,
     if (gate_grads) { q.d_update = dz.data(); q.d_reset = dr.data(); q.d_candidate = dhc.data(); }
     GruBackwardParams<T> qc = q, qg = q;
     qc.d_xw = dxc.data(); qc.d_h0 = dh0c.data(); qg.d_xw = dxg.data(); qg.d_h0 = dh0g.data();
+    // d_hu (reset_after): the CPU kernel then uses it as its scratch, the GPU writes a copy
+    std::vector<T> dhuc(B * T_ * 3 * H, T(0)), dhug(B * T_ * 3 * H, T(NAN));
+    if (reset_after && seed % 3 != 0) { qc.d_hu = dhuc.data(); qg.d_hu = dhug.data(); }
     gru_backward_cpu(qc, SerialWorkers());
     std::vector<unsigned char> wsb(gru_backward_cuda_workspace(qg) + 1);
     const int rcb = gru_backward_cuda(qg, nullptr, wsb.data(), wsb.size() - 1, path);
     eb = rcb ? INFINITY : std::max(maxdiff(dxc, dxg), maxdiff(dh0c, dh0g));
+    if (qc.d_hu && !rcb) eb = std::max(eb, maxdiff(dhuc, dhug));
     if (rcb) rc = rcb;
   }
   const bool ok = e <= tol && eb <= tol * 10;
