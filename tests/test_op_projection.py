@@ -93,3 +93,13 @@ def test_projecting_gradient_equals_the_projections_gradient(rng):
         for got, want in zip(tape.gradient(losses[0], watched),
                              tape.gradient(losses[1], watched), strict=True):
             np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_nan_in_one_row_of_x_stays_in_that_row(rng):
+    x, h0, u, b, kernel, b_in = projecting_inputs(rng, 4, 6, 5, 8, np.float32)
+    bad = x.numpy()
+    bad[2, 1, 3] = np.nan
+    out = gru_sequence(tf.constant(bad), h0, u, b, kernel=kernel, input_bias=b_in)
+    h = out.h_seq.numpy()
+    assert np.isnan(h[2, 1:]).all() and not np.isnan(h[2, 0]).any()
+    assert not np.isnan(np.delete(h, 2, axis=0)).any()
