@@ -76,6 +76,11 @@ class GruSequence(NamedTuple):
     candidate: tf.Tensor | None
 
 
+# float16/bfloat16: CUDA kernels with float32 arithmetic; on the CPU, float32 kernels on
+# widened copies (slower than float32 itself: for graphs built for a GPU).
+_OP_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
+
+
 def _same_float_dtype(**tensors: tf.Tensor | None) -> list[tf.Tensor | None]:
     """Converts the inputs to tensors; all must share the first one's dtype, float32 or
     float64 (None passes through)."""
@@ -84,10 +89,9 @@ def _same_float_dtype(**tensors: tf.Tensor | None) -> list[tf.Tensor | None]:
         for name, value in tensors.items()
     }
     first, dtype = next(iter(converted.items()))[0], next(iter(converted.values())).dtype
-    if dtype not in (tf.float32, tf.float64):
+    if dtype not in _OP_DTYPES:
         raise TypeError(
-            f"`{first}` must be float32 or float64, got {dtype.name}; cast the inputs "
-            "(GateGRU does this for float16/bfloat16 policies)"
+            f"`{first}` must be float16, bfloat16, float32 or float64, got {dtype.name}"
         )
     for name, value in converted.items():
         if value is not None and value.dtype != dtype:
@@ -139,8 +143,9 @@ def gru_sequence(
         3*units) tensor in memory; on a GPU with a simple kernel of its own).
       input_bias: (3*units,) b_in, with ``kernel`` (zeros if None).
 
-    All float inputs share one dtype, float32 or float64. Differentiable in every float
-    input, the gates included.
+    All float inputs share one dtype: float32 or float64, or float16/bfloat16 (computed in
+    float32, each stored value rounded; on the CPU through float32 copies, so slower than
+    float32). Differentiable in every float input, the gates included.
     """
     lib = load_library()
     if input_bias is not None and kernel is None:

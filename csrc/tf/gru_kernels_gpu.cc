@@ -4,9 +4,11 @@
 // comes from the op's device context, scratch from TF's allocator. Every input stays in
 // device memory (the kernels read the mask there); the host never waits.
 #include <string>
+#include <type_traits>
 
 #include "../core/gru_cuda.h"
 #include "gru_op_kernels.h"
+#include "params_map.h"
 #include "tensorflow/core/framework/register_types.h"
 #include "xla/stream_executor/stream.h"
 
@@ -47,13 +49,41 @@ void run(tensorflow::OpKernelContext* ctx, const char* op, size_t workspace_byte
 
 }  // namespace
 
+// The kernels' element type for TF's: the 16-bit types have the same bits.
+template <typename T>
+struct KernelType {
+  using type = T;
+};
+template <>
+struct KernelType<Eigen::half> {
+  using type = Half;
+};
+template <>
+struct KernelType<Eigen::bfloat16> {
+  using type = BFloat16;
+};
+
+template <typename K, typename Params>
+auto as_kernel_type(const Params& p) {
+  auto cast = [](auto* ptr, int64_t) {
+    using Src = std::remove_pointer_t<decltype(ptr)>;
+    using Dst = std::conditional_t<std::is_const_v<Src>, const K, K>;
+    static_assert(sizeof(Src) == sizeof(Dst));
+    return reinterpret_cast<Dst*>(ptr);
+  };
+  return map_params<K>(p, cast, cast);
+}
+
 template <typename T>
 struct Launcher<GpuDeviceTag, T> {
-  static void forward(tensorflow::OpKernelContext* ctx, const GruForwardParams<T>& p) {
+  using K = typename KernelType<T>::type;
+  static void forward(tensorflow::OpKernelContext* ctx, const GruForwardParams<T>& params) {
+    const GruForwardParams<K> p = as_kernel_type<K>(params);
     run(ctx, "GateGruForward", gru_forward_cuda_workspace(p),
         [&p](void* s, void* ws, size_t n) { return gru_forward_cuda(p, s, ws, n); });
   }
-  static void backward(tensorflow::OpKernelContext* ctx, const GruBackwardParams<T>& p) {
+  static void backward(tensorflow::OpKernelContext* ctx, const GruBackwardParams<T>& params) {
+    const GruBackwardParams<K> p = as_kernel_type<K>(params);
     run(ctx, "GateGruBackward", gru_backward_cuda_workspace(p),
         [&p](void* s, void* ws, size_t n) { return gru_backward_cuda(p, s, ws, n); });
   }
@@ -66,6 +96,8 @@ struct Launcher<GpuDeviceTag, T> {
   REGISTER_KERNEL_BUILDER(                                                               \
       Name("GateGruBackward").Device(tensorflow::DEVICE_GPU).TypeConstraint<T>("T"),     \
       GateGruBackwardOp<GpuDeviceTag, T>);
+GATEGRU_REGISTER_GPU(Eigen::half)
+GATEGRU_REGISTER_GPU(Eigen::bfloat16)
 GATEGRU_REGISTER_GPU(float)
 GATEGRU_REGISTER_GPU(double)
 #undef GATEGRU_REGISTER_GPU
