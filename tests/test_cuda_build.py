@@ -102,7 +102,7 @@ def test_kernels_do_not_spill(ptxas_reports, source, arch):
 
 
 def test_op_library_registers_gpu_kernels():
-    pytest.importorskip("tensorflow")
+    tf = pytest.importorskip("tensorflow")
     from gategru import _build_info
 
     if not _build_info.WITH_CUDA:
@@ -123,7 +123,8 @@ def test_op_library_registers_gpu_kernels():
             for c in k.constraint
             for t in c.allowed_values.list.type
         }
-        assert len(gpu_types) == 2, f"{op} GPU kernels should cover float32 and float64"
+        wanted = {tf.float16, tf.bfloat16, tf.float32, tf.float64}
+        assert gpu_types == {d.as_datatype_enum for d in wanted}, f"{op} GPU kernels: {gpu_types}"
 
 
 class FakeDeviceArray:
