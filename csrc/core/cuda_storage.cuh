@@ -22,41 +22,42 @@ struct Storage {
   __device__ static __forceinline__ void store(T* p, Acc v) { *p = v; }
 };
 
-template <>
-struct Storage<Half> {
+// A 16-bit float type as raw bits: Bits says how to widen and round them.
+template <typename T, typename Bits>
+struct Storage16 {
   using Acc = float;
-  static __device__ __forceinline__ float widen(unsigned short b) {
+  __device__ static __forceinline__ float load(const T* p) { return Bits::widen(p->bits); }
+  __device__ static __forceinline__ float load_ro(const T* p) {
+    return Bits::widen(__ldg(&p->bits));
+  }
+  __device__ static __forceinline__ float load_cg(const T* p) {
+    return Bits::widen(__ldcg(&p->bits));
+  }
+  __device__ static __forceinline__ void store(T* p, float v) { p->bits = Bits::narrow(v); }
+};
+
+struct HalfBits {
+  __device__ static __forceinline__ float widen(unsigned short b) {
     return __half2float(__ushort_as_half(b));
   }
-  __device__ static __forceinline__ float load(const Half* p) { return widen(p->bits); }
-  __device__ static __forceinline__ float load_ro(const Half* p) {
-    return widen(__ldg(&p->bits));
+  __device__ static __forceinline__ unsigned short narrow(float v) {
+    return __half_as_ushort(__float2half_rn(v));
   }
-  __device__ static __forceinline__ float load_cg(const Half* p) {
-    return widen(__ldcg(&p->bits));
+};
+
+struct BFloat16Bits {
+  __device__ static __forceinline__ float widen(unsigned short b) {
+    return __bfloat162float(__ushort_as_bfloat16(b));
   }
-  __device__ static __forceinline__ void store(Half* p, float v) {
-    p->bits = __half_as_ushort(__float2half_rn(v));
+  __device__ static __forceinline__ unsigned short narrow(float v) {
+    return __bfloat16_as_ushort(__float2bfloat16_rn(v));
   }
 };
 
 template <>
-struct Storage<BFloat16> {
-  using Acc = float;
-  static __device__ __forceinline__ float widen(unsigned short b) {
-    return __bfloat162float(__ushort_as_bfloat16(b));
-  }
-  __device__ static __forceinline__ float load(const BFloat16* p) { return widen(p->bits); }
-  __device__ static __forceinline__ float load_ro(const BFloat16* p) {
-    return widen(__ldg(&p->bits));
-  }
-  __device__ static __forceinline__ float load_cg(const BFloat16* p) {
-    return widen(__ldcg(&p->bits));
-  }
-  __device__ static __forceinline__ void store(BFloat16* p, float v) {
-    p->bits = __bfloat16_as_ushort(__float2bfloat16_rn(v));
-  }
-};
+struct Storage<Half> : Storage16<Half, HalfBits> {};
+template <>
+struct Storage<BFloat16> : Storage16<BFloat16, BFloat16Bits> {};
 
 template <typename T>
 using AccOf = typename Storage<T>::Acc;

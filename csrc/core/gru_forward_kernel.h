@@ -1,7 +1,8 @@
 // CPU forward for one instruction set (included by the gru_cpu_<isa>.cc files).
 // One stage per step (two with reset_after=false); a chunk computes the recurrent product
 // for its rows and block of units in registers, then finishes their gates in the same
-// pass and writes h, z, r, h̃ straight to the outputs.
+// pass and writes h, z, r, h̃ straight to the outputs. Given the input kernel, a chunk
+// first projects its rows of x for its units, so no (B,T,3H) projection is ever stored.
 #pragma once
 #include "cpu_workspace.h"
 #include "gru_params.h"
