@@ -74,6 +74,7 @@ except ImportError:  # private API; eager is synchronous without it
 
 
 import gategru  # noqa: E402
+from gategru import _kernels as _gategru_kernels  # noqa: E402
 
 SHAPES = {  # name: (batch, timesteps, input width, units)
     "S1": (1, 2000, 32, 128),
@@ -681,6 +682,7 @@ def versions(torch: Any, onednn_header: dict | None) -> dict:
         "torch": getattr(torch, "__version__", None),
         "onednn_package": _onednn_package_version(),
         "onednn": onednn_header.get("version") if onednn_header else None,
+        "gategru_cpu_isa": _gategru_kernels.cpu_isa(),
     }
     try:
         from tensorflow.python.util import _pywrap_util_port
@@ -759,7 +761,9 @@ def markdown(report: dict) -> str:
         f"ISA {'/'.join(m.get('isa', []))}; {report['threads']['threads']} threads everywhere; "
         f"TF {report['versions']['tensorflow']} (oneDNN opts "
         f"{report['versions'].get('tf_onednn_opts')}), Keras {report['versions']['keras']}, "
-        f"torch {report['versions']['torch']}, oneDNN {report['versions']['onednn']}.",
+        f"torch {report['versions']['torch']}, oneDNN {report['versions']['onednn']}; "
+        f"GateGRU's CPU kernels: {report['versions'].get('gategru_cpu_isa')}"
+        + (" (GATEGRU_CPU_ISA)." if report["env"].get("GATEGRU_CPU_ISA") else "."),
         f"Best float32 matmul ({mm['n']}²): numpy {mm['numpy_best']:.0f}, tf.matmul "
         f"{mm['tf_best']:.0f}, best {mm['best_gflops']:.0f} GFLOP/s. Load average "
         f"{report['loadavg_start'][0]:.1f} at start, {report['loadavg_end'][0]:.1f} at end.",
