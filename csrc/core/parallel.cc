@@ -42,7 +42,7 @@ class Progress {
       if (spins % 64 == 0 && std::chrono::steady_clock::now() > until) break;
     }
     std::unique_lock<std::mutex> lock(mutex_);
-    // seq_cst pairs with finish_one: either it sees this sleeper, or this sees its count.
+    // seq_cst pairs with finish(): either it sees this sleeper, or this sees its count.
     sleepers_.fetch_add(1, std::memory_order_seq_cst);
     wake_.wait(lock, [&] { return done_.load(std::memory_order_seq_cst) >= needed; });
     sleepers_.fetch_sub(1, std::memory_order_relaxed);
