@@ -59,10 +59,7 @@ struct ForwardKernel {
   // Gates are written once and not read again by this op. Once a gate tensor outgrows
   // the caches, its writes go around them (no read of each line first, no eviction of
   // the states and weights the next step reads): 3-4% of S3's time in our measurements.
-  // Only whole 64-byte lines: a partial line written this way costs more than a store.
-  bool stream_gates() const {
-    return sizeof(V) >= 64 && p.batch * p.time * H * int64_t{sizeof(T)} >= (8 << 20);
-  }
+  bool stream_gates() const { return p.batch * p.time * H * int64_t{sizeof(T)} >= (8 << 20); }
 
   void store_opt(T* base, int64_t off, V v, int64_t w) const {
     if (!base) return;
