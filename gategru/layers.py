@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import keras
 import tensorflow as tf
 from keras import activations
@@ -16,9 +18,11 @@ def _is_default(fn: object, name: str) -> bool:
     return fn is activations.get(name)
 
 
+@functools.cache
 def _op_projects_inputs() -> bool:
     """Whether the op should project the inputs itself: where it runs on the CPU. With
-    CUDA kernels and a visible GPU, TF places the op there and cuBLAS projects faster."""
+    CUDA kernels and a visible GPU, TF places the op there and cuBLAS projects faster.
+    (Visible devices are fixed once TensorFlow has started: asked once per process.)"""
     from gategru import _build_info
 
     return not (_build_info.WITH_CUDA and tf.config.list_logical_devices("GPU"))

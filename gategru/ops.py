@@ -88,7 +88,8 @@ def _same_float_dtype(**tensors: tf.Tensor | None) -> list[tf.Tensor | None]:
         name: None if value is None else tf.convert_to_tensor(value)
         for name, value in tensors.items()
     }
-    first, dtype = next(iter(converted.items()))[0], next(iter(converted.values())).dtype
+    first, first_value = next(iter(converted.items()))
+    dtype = first_value.dtype
     if dtype not in _OP_DTYPES:
         raise TypeError(
             f"`{first}` must be float16, bfloat16, float32 or float64, got {dtype.name}"

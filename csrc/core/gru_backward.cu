@@ -131,11 +131,6 @@ __device__ __forceinline__ void backward_phase(const BackwardArgs<T>& a, const S
   }
 }
 
-template <typename T>
-__device__ int block_width(const BackwardArgs<T>& a, int64_t j0) {
-  return static_cast<int>(min(static_cast<int64_t>(a.slice), a.p.units - j0));
-}
-
 // The whole reverse sweep in one cooperative launch: block x owns units [x·slice, +slice).
 template <typename T, bool kResetAfter>
 __global__ void __launch_bounds__(kThreads, 1) backward_persistent(BackwardArgs<T> a) {

@@ -224,6 +224,13 @@ __device__ __forceinline__ void block_product(int64_t row0, int64_t row1, int64_
   }
 }
 
+// Units of the block starting at unit j0 (the last block may be narrower). Args: the
+// forward or backward kernel arguments.
+template <typename Args>
+__device__ int block_width(const Args& a, int64_t j0) {
+  return static_cast<int>(min(static_cast<int64_t>(a.slice), a.p.units - j0));
+}
+
 // The persistent kernels (defined in gru_forward.cu / gru_backward.cu), for planning.
 template <typename T>
 const void* forward_persistent_kernel(bool reset_after);

@@ -113,11 +113,6 @@ __device__ __forceinline__ void forward_phase(const ForwardArgs<T>& a, const Sli
   }
 }
 
-template <typename T>
-__device__ int block_width(const ForwardArgs<T>& a, int64_t j0) {
-  return static_cast<int>(min(static_cast<int64_t>(a.slice), a.p.units - j0));
-}
-
 // The whole sequence in one cooperative launch: block x owns units [x·slice, +slice).
 template <typename T, bool kResetAfter>
 __global__ void __launch_bounds__(kThreads, 1) forward_persistent(ForwardArgs<T> a) {

@@ -26,6 +26,15 @@ struct GruForwardParams {
   const T* x = nullptr;               // (B,T,I)
   const T* kernel = nullptr;          // (I,3H); null: use xw
   const T* input_bias = nullptr;      // (3H)
+
+  // inputs: xw without a kernel; with one, x of `width` features per step.
+  void set_inputs(const T* inputs, const T* input_kernel, const T* bias, int64_t width) {
+    xw = input_kernel ? nullptr : inputs;
+    x = input_kernel ? inputs : nullptr;
+    kernel = input_kernel;
+    input_bias = input_kernel ? bias : nullptr;
+    input_width = input_kernel ? width : 0;
+  }
   const T* h0 = nullptr;              // (B,H)
   const T* recurrent_kernel = nullptr;  // (H,3H)
   const T* recurrent_bias = nullptr;  // (3H); reset_after=false adds it like an input bias

@@ -218,14 +218,7 @@ void forward_cuda(const DeviceArray& xw, const DeviceArray& h0, const DeviceArra
   p.time = d.time;
   p.units = d.units;
   p.reset_after = reset_after;
-  if (kernel) {
-    p.x = data<T>(xw);
-    p.input_width = d.input_width;
-    p.kernel = data<T>(kernel);
-    p.input_bias = data<T>(input_bias);
-  } else {
-    p.xw = data<T>(xw);
-  }
+  p.set_inputs(data<T>(xw), data<T>(kernel), data<T>(input_bias), d.input_width);
   p.h0 = data<T>(h0);
   p.recurrent_kernel = data<T>(u);
   p.recurrent_bias = data<T>(b);

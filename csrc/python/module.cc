@@ -49,14 +49,8 @@ py::dict forward(Array<T> inputs, Array<T> h0, Array<T> u, Array<T> b,
   p.time = d.time;
   p.units = d.units;
   p.reset_after = reset_after;
-  if (kernel) {
-    p.x = inputs.data();
-    p.input_width = d.input_width;
-    p.kernel = kernel->data();
-    p.input_bias = input_bias->data();
-  } else {
-    p.xw = inputs.data();
-  }
+  p.set_inputs(inputs.data(), kernel ? kernel->data() : nullptr,
+               input_bias ? input_bias->data() : nullptr, d.input_width);
   p.h0 = h0.data();
   p.recurrent_kernel = u.data();
   p.recurrent_bias = b.data();

@@ -70,7 +70,7 @@ class Widened {
   std::vector<std::function<void()>> narrow_;
 };
 
-template <typename T, typename Params, typename Run>
+template <typename Params, typename Run>
 void run_widened(const Params& p, Run run) {
   Widened w;
   run(map_params<float>(
@@ -88,14 +88,14 @@ struct Launcher<CPUDevice, T> {
     if constexpr (kNative) {
       gru_forward_cpu(p, TfWorkers(ctx));
     } else {
-      run_widened<T>(p, [ctx](const auto& q) { gru_forward_cpu(q, TfWorkers(ctx)); });
+      run_widened(p, [ctx](const auto& q) { gru_forward_cpu(q, TfWorkers(ctx)); });
     }
   }
   static void backward(tensorflow::OpKernelContext* ctx, const GruBackwardParams<T>& p) {
     if constexpr (kNative) {
       gru_backward_cpu(p, TfWorkers(ctx));
     } else {
-      run_widened<T>(p, [ctx](const auto& q) { gru_backward_cpu(q, TfWorkers(ctx)); });
+      run_widened(p, [ctx](const auto& q) { gru_backward_cpu(q, TfWorkers(ctx)); });
     }
   }
 };

@@ -45,14 +45,9 @@ class GateGruForwardOp : public tensorflow::OpKernel {
     p.time = d.time;
     p.units = d.units;
     p.reset_after = reset_after_;
-    if (projects) {
-      p.x = ctx->input(0).flat<T>().data();
-      p.input_width = d.input_width;
-      p.kernel = ctx->input(5).flat<T>().data();
-      p.input_bias = ctx->input(6).flat<T>().data();
-    } else {
-      p.xw = ctx->input(0).flat<T>().data();
-    }
+    p.set_inputs(ctx->input(0).flat<T>().data(),
+                 projects ? ctx->input(5).flat<T>().data() : nullptr,
+                 ctx->input(6).flat<T>().data(), d.input_width);
     p.h0 = ctx->input(1).flat<T>().data();
     p.recurrent_kernel = ctx->input(2).flat<T>().data();
     p.recurrent_bias = ctx->input(3).flat<T>().data();
