@@ -15,8 +15,12 @@ std::string driver_hint() {
   cudaRuntimeGetVersion(&runtime);
   cudaDriverGetVersion(&driver);
   if (driver == 0) return " No NVIDIA driver was found (libcuda.so.1): no GPU here, or no driver.";
-  return " The driver supports CUDA " + cuda_version_str(driver) +
-         "; this library was built with CUDA " + cuda_version_str(runtime) +
+  const std::string built = "this library was built with CUDA " + cuda_version_str(runtime);
+  if (driver >= runtime) {
+    return " The driver reports CUDA " + cuda_version_str(driver) + " and " + built +
+           ", but the driver lacks an entry point the runtime needs: update the driver.";
+  }
+  return " The driver supports CUDA " + cuda_version_str(driver) + "; " + built +
          ", whose code needs a driver of that CUDA version or newer (R580+ for CUDA 13): "
          "update the driver, or rebuild gategru with the toolkit the driver supports.";
 }
@@ -27,7 +31,9 @@ std::string cuda_error_string(int code) {
   const auto err = static_cast<cudaError_t>(code);
   std::string s = std::string(cudaGetErrorName(err)) + " (code " + std::to_string(code) +
                   "): " + cudaGetErrorString(err) + ".";
-  if (err == cudaErrorInsufficientDriver) s += driver_hint();
+  if (err == cudaErrorInsufficientDriver || err == cudaErrorCallRequiresNewerDriver) {
+    s += driver_hint();
+  }
   return s;
 }
 
@@ -44,6 +50,10 @@ CudaSupport cuda_support() {
     } else if (err == cudaErrorInsufficientDriver) {
       s.message = "the NVIDIA driver is too old." + driver_hint() +
                   " (cudaErrorInsufficientDriver, code 35)";
+    } else if (err == cudaErrorCallRequiresNewerDriver) {
+      // a driver new enough to start the runtime but missing an entry point it needs
+      s.message = "the NVIDIA driver is too old for a CUDA call this library makes." +
+                  driver_hint() + " (cudaErrorCallRequiresNewerDriver, code 36)";
     } else if (err == cudaErrorNoDevice) {
       s.message = "no CUDA device is visible (cudaErrorNoDevice)";
     } else {
