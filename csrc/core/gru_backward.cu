@@ -223,9 +223,14 @@ int gru_backward_cuda(const GruBackwardParams<T>& p, void* stream_ptr, void* wor
   CHECK_CUDA(cudaMemsetAsync(w.g_carry, 0, state_bytes, stream));
   if (p.mask) CHECK_CUDA(launch_first_valid(p.mask, p.batch, p.time, w.first_valid, stream));
   if (plan.persistent) {
-    return launch_cooperative(persistent_kernel<T>(p.reset_after),
-                              dim3(static_cast<unsigned>(plan.blocks_x)), plan.smem_bytes,
-                              stream, a);
+    const int rc = launch_cooperative(persistent_kernel<T>(p.reset_after),
+                                      dim3(static_cast<unsigned>(plan.blocks_x)),
+                                      plan.smem_bytes, stream, a);
+    if (rc != cudaErrorCooperativeLaunchTooLarge || path == CudaPath::kPersistent) return rc;
+    // Refused before it ran, so nothing is written yet: the per-step kernels take over.
+    CHECK_CUDA(plan_launch<AccOf<T>>(persistent, p.batch, p.units, CudaPath::kPerStep, &plan));
+    a.kw = plan.warps_per_row;
+    a.rows_per_block = plan.rows_per_block;
   }
   const dim3 grid(static_cast<unsigned>(plan.blocks_x), static_cast<unsigned>(plan.blocks_y));
   for (int64_t t = p.time - 1; t >= -1; --t) {

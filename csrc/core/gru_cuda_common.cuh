@@ -268,12 +268,16 @@ int launch_kernel(void (*kernel)(P...), dim3 grid, size_t smem, cudaStream_t str
 }
 
 // The same as a cooperative launch: every block resident at once (grid.sync() allowed).
+// cudaErrorCooperativeLaunchTooLarge comes back when fewer blocks fit than the occupancy
+// query promised (an MPS thread limit, say); callers then fall back to the per-step path.
 template <typename... P>
 int launch_cooperative(void (*kernel)(P...), dim3 grid, size_t smem, cudaStream_t stream,
                        typename Identity<P>::type... args) {
   void* ptrs[] = {static_cast<void*>(&args)...};
-  CHECK_CUDA(cudaLaunchCooperativeKernel(kernel, grid, dim3(kThreads), ptrs, smem, stream));
-  return cudaSuccess;
+  const cudaError_t err =
+      cudaLaunchCooperativeKernel(kernel, grid, dim3(kThreads), ptrs, smem, stream);
+  if (err == cudaErrorCooperativeLaunchTooLarge) cudaGetLastError();  // not sticky: ours
+  return err;
 }
 
 template <typename T>
@@ -333,9 +337,11 @@ int plan_launch(const void* persistent_kernel, int64_t batch, int64_t units, Cud
   if (path != CudaPath::kPerStep) {
     int per_sm = 0;
     if (coop != 0 && smem <= static_cast<size_t>(optin)) {
+      // The device's whole opt-in limit, not this call's size: the limit is one value per
+      // kernel for the process, and a concurrent call with a smaller H must not lower it
+      // between our query and our launch.
       CHECK_CUDA(cudaFuncSetAttribute(persistent_kernel,
-                                      cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      static_cast<int>(smem)));
+                                      cudaFuncAttributeMaxDynamicSharedMemorySize, optin));
       CHECK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, persistent_kernel,
                                                                kThreads, smem));
     }

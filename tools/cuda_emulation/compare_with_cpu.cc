@@ -185,6 +185,23 @@ void run_case_16(int64_t B, int64_t T_, int64_t H, bool reset_after, CudaPath pa
   std::fflush(stdout);
 }
 
+// A cooperative launch the runtime refuses (cudaErrorCooperativeLaunchTooLarge): the auto
+// path falls back to the per-step kernels with the same results; a forced persistent path
+// returns the error.
+void refused_cooperative_launch(unsigned& seed) {
+  emu::config().refuse_coop = true;
+  for (bool ra : {true, false}) run_case<double>(5, 3, 11, ra, 1, 2, CudaPath::kAuto, true, true, seed++);
+  GruForwardParams<double> p;
+  std::vector<double> xw(2 * 2 * 9, 0.1), h0(2 * 3, 0.2), u(3 * 9, 0.3), b(9, 0.4), hs(2 * 2 * 3), hl(2 * 3);
+  p.batch = 2; p.time = 2; p.units = 3; p.xw = xw.data(); p.h0 = h0.data(); p.recurrent_kernel = u.data();
+  p.recurrent_bias = b.data(); p.h_seq = hs.data(); p.h_last = hl.data();
+  std::vector<unsigned char> ws(gru_forward_cuda_workspace(p) + 1);
+  const int rc = gru_forward_cuda(p, nullptr, ws.data(), ws.size() - 1, CudaPath::kPersistent);
+  std::printf("%s forced persistent, launch refused: rc=%d\n", rc == 82 ? "ok  " : "FAIL", rc);
+  if (rc != 82) ++failures;
+  emu::config().refuse_coop = false;
+}
+
 int main(int argc, char** argv) {
   const bool quick = argc > 1;
   unsigned seed = 1;
@@ -195,6 +212,7 @@ int main(int argc, char** argv) {
     run_case<double>(5, 3, 11, true, 1, 2, CudaPath::kPersistent, true, false, seed++, 6);
     run_case_16<Half>(3, 4, 11, true, CudaPath::kPersistent, 3e-3, seed++);
     run_case_16<BFloat16>(3, 4, 11, false, CudaPath::kPerStep, 2.5e-2, seed++);
+    refused_cooperative_launch(seed);
     std::printf("%d failures\n", failures);
     return failures != 0;
   }
@@ -222,6 +240,7 @@ int main(int argc, char** argv) {
       run_case_16<Half>(5, 6, 21, ra, path, 3e-3, seed++);
       run_case_16<BFloat16>(5, 6, 21, ra, path, 2.5e-2, seed++);
     }
+  refused_cooperative_launch(seed);
   {
     emu::config().sms = 5;
     CudaLaunchPlan plan;

@@ -9,11 +9,13 @@
 # about the GPU's memory model, its speed, or code paths only the real runtime takes.
 #
 # usage: tools/cuda_emulation/run.sh BUILD_DIR [tiny|quick|full] [tsan|asan]
-#   BUILD_DIR: a CMake build of gategru holding libgategru_core.a (the CPU reference)
+#   BUILD_DIR: a CMake build of gategru holding libgategru_core.a (the CPU reference), or
+#   `-` to compile the CPU reference here from csrc/core (its portable kernels only)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-build="$(cd "$1" && pwd)"
+build="$1"
+[ "$build" = - ] || build="$(cd "$build" && pwd)"
 mode="${2:-tiny}"
 san="${3:-}"
 work="$(mktemp -d)"
@@ -34,8 +36,15 @@ g++ "${flags[@]}" -c "$work/gru_forward.cc" -o "$work/fwd.o" &
 g++ "${flags[@]}" -c "$work/gru_backward.cc" -o "$work/bwd.o" &
 g++ "${flags[@]}" -c "$here/compare_with_cpu.cc" -o "$work/cmp.o" &
 g++ "${flags[@]}" -c "$here/plan_shim.cc" -o "$work/plan.o" &
+reference=("$build/libgategru_core.a")
+if [ "$build" = - ]; then
+  reference=()
+  for f in gru_cpu gru_cpu_baseline parallel shape_check; do
+    g++ "${flags[@]}" -c "$root/csrc/core/$f.cc" -o "$work/ref_$f.o" &
+  done
+fi
 wait
-g++ "${flags[@]}" "$work"/*.o "$build/libgategru_core.a" -o "$work/compare"
+g++ "${flags[@]}" "$work"/*.o "${reference[@]}" -o "$work/compare"
 args=()
 [ "$mode" = full ] || args=("$mode")
 "$work/compare" "${args[@]}"

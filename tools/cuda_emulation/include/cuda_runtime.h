@@ -33,7 +33,8 @@ enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount = 16, cudaDevAttrCooperativ
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
 
 namespace emu {
-struct Config { int sms = 5; int coop = 1; int optin = 232448; int per_sm = 1; long launches = 0; long coop_launches = 0; };
+// refuse_coop: cooperative launches fail as when fewer blocks fit than the occupancy query said.
+struct Config { int sms = 5; int coop = 1; int optin = 232448; int per_sm = 1; bool refuse_coop = false; long launches = 0; long coop_launches = 0; };
 inline Config& config() { static Config c; return c; }
 struct Warp { std::barrier<> bar{32}; alignas(16) unsigned char buf[32][8]; };
 struct Block {
@@ -118,6 +119,7 @@ cudaError_t cudaLaunchKernel(void (*f)(A...), dim3 g, dim3 b, void** args, size_
 }
 template <class... A>
 cudaError_t cudaLaunchCooperativeKernel(void (*f)(A...), dim3 g, dim3 b, void** args, size_t smem, cudaStream_t) {
+  if (emu::config().refuse_coop) return cudaErrorCooperativeLaunchTooLarge;
   auto tup = emu::unpack<A...>(args, std::index_sequence_for<A...>{});
   emu::config().coop_launches++;
   emu::run(g, b, smem, true, [&] { std::apply(f, tup); });
