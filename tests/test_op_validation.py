@@ -53,6 +53,11 @@ FORWARD_RULES = [
      r"`recurrent_bias` must have shape \(12,\), got \(2, 12\)"),
     ("mask", tf.ones([B, T + 1], tf.bool), r"`mask` must have shape \(2, 3\), got \(2, 4\)"),
     ("mask", tf.ones([B * T], tf.bool), r"`mask` must have shape \(2, 3\), got \(6,\)"),
+    # only an all-zero shape means "no mask": an empty tensor of another shape is an error
+    ("mask", tf.ones([B, T, 0], tf.bool), r"`mask` must have shape \(2, 3\), got \(2, 3, 0\)"),
+    ("mask", tf.ones([B, 0], tf.bool), r"`mask` must have shape \(2, 3\), got \(2, 0\)"),
+    ("recurrent_kernel", tf.zeros([0, 0]),
+     r"`recurrent_kernel` must have shape \(units, 3\*units\) with units >= 1, got \(0, 0\)"),
 ]
 
 
@@ -86,17 +91,40 @@ def test_projecting_forward_rules(rng, name, value, message):
 
 
 def test_projecting_shape_function_merges_the_widths(rng):
-    """In a graph, the shape function already rejects a kernel that does not fit x."""
+    """In a graph with partly known shapes, the shape function already rejects a kernel
+    that does not fit x, and names the argument."""
     good = projecting_inputs(rng)
     spec = {k: tf.TensorSpec([None] * v.shape.rank, v.dtype) for k, v in good.items()}
     spec["inputs"] = tf.TensorSpec([None, None, I + 1], tf.float32)
     spec["kernel"] = tf.TensorSpec([I, 3 * H], tf.float32)
     spec["recurrent_kernel"] = tf.TensorSpec([H, 3 * H], tf.float32)
     fn = tf.function(lambda **kw: load_library().gate_gru_forward(**kw))
-    with pytest.raises(ValueError, match="Dimensions must be equal|must be equal"):
+    with pytest.raises(ValueError, match=r"`inputs` must have shape \(batch, timesteps, "
+                                         r"input_width\) \(Dimensions must be equal"):
         fn.get_concrete_function(**spec)
+    with pytest.raises(ValueError, match=r"`h0` must have shape \(batch, units\)"):
+        fn.get_concrete_function(**{**spec, "inputs": tf.TensorSpec([None, None, I]),
+                                    "h0": tf.TensorSpec([None, H + 1])})
     out = fn.get_concrete_function(**{**spec, "inputs": tf.TensorSpec([None, None, I])})
     assert out.structured_outputs.h_seq.shape.as_list() == [None, None, H]
+
+
+def test_graph_errors_with_known_shapes_match_the_kernels(rng):
+    """A tf.function with fully known shapes fails while tracing, with the kernels' own
+    message for both ops."""
+    fwd = tf.function(lambda kw: load_library().gate_gru_forward(**kw))
+    with pytest.raises(ValueError, match=r"`h0` must have shape \(2, 4\), got \(2, 5\)"):
+        fwd(dict(forward_inputs(rng), h0=tf.zeros([B, H + 1])))
+    with pytest.raises(ValueError, match=r"`kernel` must have shape \(input_width, 3\*units\)"
+                                         r" = \(input_width, 12\).*got \(5, 13\)"):
+        fwd(dict(projecting_inputs(rng), kernel=tf.zeros([I, 3 * H + 1])))
+    bwd = tf.function(lambda kw: load_library().gate_gru_backward(**kw))
+    with pytest.raises(ValueError, match=r"`d_reset` must have shape \(2, 3, 4\), got "
+                                         r"\(2, 3, 2\)"):
+        bwd(dict(backward_inputs(rng), d_reset=tf.zeros([B, T, 2])))
+    # and a valid call traces to the static output shapes
+    out = fwd.get_concrete_function(forward_inputs(rng)).structured_outputs
+    assert out.h_seq.shape.as_list() == [B, T, H] and out.hu_candidate.shape == [B, T, H]
 
 
 def test_forward_dtype_must_match_and_be_supported(rng):
@@ -126,9 +154,25 @@ def test_public_function_names_the_argument_with_a_bad_dtype(rng):
         gru_sequence(**dict(inputs, input_bias=projecting["input_bias"]))
 
 
-def test_attribute_values_are_checked(rng):
-    with pytest.raises((TypeError, ValueError), match="bool|reset_after"):
-        load_library().gate_gru_forward(**forward_inputs(rng), reset_after="yes")
+@pytest.mark.parametrize("attr", ["reset_after", "with_gates", "keep_cache"])
+def test_forward_attribute_values_are_checked(rng, attr):
+    with pytest.raises((TypeError, ValueError), match=f"bool.*'{attr}'|'{attr}'.*bool"):
+        load_library().gate_gru_forward(**forward_inputs(rng), **{attr: "yes"})
+
+
+def test_backward_attribute_and_dtypes_are_checked(rng):
+    inputs = backward_inputs(rng)
+    lib = load_library()
+    with pytest.raises((TypeError, ValueError), match="bool.*'reset_after'|'reset_after'.*bool"):
+        lib.gate_gru_backward(**dict(inputs, reset_after="no"))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="input #3.*float.*double"):
+        lib.gate_gru_backward(**dict(inputs, h_seq=tf.cast(inputs["h_seq"], tf.float64)))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="input #2.*bool"):
+        lib.gate_gru_backward(**dict(inputs, mask=tf.ones([B, T])))
+    ints = {k: tf.cast(v, tf.int32) if getattr(v, "dtype", None) == tf.float32 else v
+            for k, v in inputs.items()}
+    with pytest.raises(tf.errors.InvalidArgumentError, match="int32"):
+        lib.gate_gru_backward(**ints)
 
 
 def backward_inputs(rng, reset_after=True):
@@ -145,20 +189,29 @@ def backward_inputs(rng, reset_after=True):
 
 
 BACKWARD_RULES = [
-    ("h_seq", tf.zeros([B, T]), r"`h_seq` must have rank 3, got \(2, 3\)"),
-    ("recurrent_kernel", tf.zeros([H, 3 * H, 1]), r"`recurrent_kernel` must have rank 2"),
-    ("recurrent_kernel", tf.zeros([H + 1, 3 * H]), r"`recurrent_kernel` must have shape \(4, 12\)"),
+    ("h_seq", tf.zeros([B, T]),
+     r"`h_seq` must have shape \(batch, timesteps, units\) with units >= 1, got \(2, 3\)"),
+    ("h_seq", tf.zeros([B, T, 0]), r"`h_seq` must have shape.*units >= 1, got \(2, 3, 0\)"),
+    ("recurrent_kernel", tf.zeros([H, 3 * H, 1]),
+     r"`recurrent_kernel` must have rank 2, got \(4, 12, 1\)"),
+    ("recurrent_kernel", tf.zeros([H + 1, 3 * H]),
+     r"`recurrent_kernel` must have shape \(4, 12\), got \(5, 12\)"),
     ("h0", tf.zeros([B, H + 1]), r"`h0` must have shape \(2, 4\), got \(2, 5\)"),
     ("mask", tf.ones([T, B], tf.bool), r"`mask` must have shape \(2, 3\), got \(3, 2\)"),
-    ("update", tf.zeros([B, T, H + 1]), r"`update` must have shape \(2, 3, 4\)"),
-    ("reset", tf.zeros([B, T + 1, H]), r"`reset` must have shape \(2, 3, 4\)"),
-    ("candidate", tf.zeros([B, T, 1]), r"`candidate` must have shape \(2, 3, 4\)"),
-    ("hu_candidate", tf.zeros([0, 0, 0]), r"`hu_candidate` must have shape \(2, 3, 4\)"),
-    ("d_h_seq", tf.zeros([B, T]), r"`d_h_seq` must have shape \(2, 3, 4\)"),
+    # only an all-zero shape means "no mask": an empty tensor of another shape is an error
+    ("mask", tf.ones([B, T, 0], tf.bool), r"`mask` must have shape \(2, 3\), got \(2, 3, 0\)"),
+    ("update", tf.zeros([B, T, H + 1]), r"`update` must have shape \(2, 3, 4\), got \(2, 3, 5\)"),
+    ("reset", tf.zeros([B, T + 1, H]), r"`reset` must have shape \(2, 3, 4\), got \(2, 4, 4\)"),
+    ("candidate", tf.zeros([B, T, 1]), r"`candidate` must have shape \(2, 3, 4\), got \(2, 3, 1\)"),
+    ("hu_candidate", tf.zeros([0, 0, 0]),
+     r"`hu_candidate` must have shape \(2, 3, 4\), got \(0, 0, 0\)"),
+    ("d_h_seq", tf.zeros([B, T]), r"`d_h_seq` must have shape \(2, 3, 4\), got \(2, 3\)"),
     ("d_h_last", tf.zeros([B]), r"`d_h_last` must have shape \(2, 4\), got \(2,\)"),
-    ("d_update", tf.zeros([1, 1, 1]), r"`d_update` must have shape \(2, 3, 4\)"),
-    ("d_reset", tf.zeros([B, T, 2]), r"`d_reset` must have shape \(2, 3, 4\)"),
-    ("d_candidate", tf.zeros([B, T + 2, H]), r"`d_candidate` must have shape \(2, 3, 4\)"),
+    ("d_update", tf.zeros([1, 1, 1]), r"`d_update` must have shape \(2, 3, 4\), got \(1, 1, 1\)"),
+    ("d_update", tf.zeros([B, 0, H]), r"`d_update` must have shape \(2, 3, 4\), got \(2, 0, 4\)"),
+    ("d_reset", tf.zeros([B, T, 2]), r"`d_reset` must have shape \(2, 3, 4\), got \(2, 3, 2\)"),
+    ("d_candidate", tf.zeros([B, T + 2, H]),
+     r"`d_candidate` must have shape \(2, 3, 4\), got \(2, 5, 4\)"),
 ]
 
 
@@ -180,3 +233,11 @@ def test_backward_accepts_absent_gate_gradients(rng):
                                                      d_candidate=empty, hu_candidate=empty))
     np.testing.assert_array_equal(full.d_xw, absent.d_xw)
     assert np.abs(absent.d_xw.numpy()).sum() > 0
+
+
+def test_backward_without_reset_after_checks_a_given_hu_candidate(rng):
+    """hu_candidate is optional with reset_after=False; given, it must still fit."""
+    inputs = backward_inputs(rng, reset_after=False)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"`hu_candidate` must have shape \(2, 3, 4\), got \(2, 3, 5\)"):
+        load_library().gate_gru_backward(**dict(inputs, hu_candidate=tf.zeros([B, T, H + 1])))

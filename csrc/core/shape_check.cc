@@ -55,4 +55,58 @@ std::string check_forward_shapes(const Shape& inputs, const Shape& h0,
   return err;
 }
 
+bool is_absent(const Shape& s) {
+  if (s.empty()) return false;  // a scalar is not "none"
+  for (int64_t d : s)
+    if (d != 0) return false;
+  return true;
+}
+
+std::string check_forward_op(const ForwardOpShapes& s, SequenceDims* dims, bool* has_mask,
+                             bool* projects) {
+  *projects = !is_absent(s.kernel);
+  if (!*projects && !is_absent(s.input_bias))
+    return "`input_bias` must have shape (0,) without `kernel` (add it to xw), got " +
+           shape_str(s.input_bias);
+  *has_mask = !is_absent(s.mask);
+  return check_forward_shapes(s.inputs, s.h0, s.recurrent_kernel, s.recurrent_bias,
+                              *has_mask ? &s.mask : nullptr, dims,
+                              *projects ? &s.kernel : nullptr, &s.input_bias);
+}
+
+std::string check_backward_op(const BackwardOpShapes& s, bool reset_after, SequenceDims* dims,
+                              bool* has_mask) {
+  if (s.h_seq.size() != 3 || s.h_seq[2] < 1)
+    return "`h_seq` must have shape (batch, timesteps, units) with units >= 1, got " +
+           shape_str(s.h_seq);
+  if (s.recurrent_kernel.size() != 2)
+    return "`recurrent_kernel` must have rank 2, got " + shape_str(s.recurrent_kernel);
+  *dims = {s.h_seq[0], s.h_seq[1], s.h_seq[2]};
+  const Shape seq{dims->batch, dims->time, dims->units};
+  const Shape state{dims->batch, dims->units};
+  std::string err = check_same_shape("recurrent_kernel", s.recurrent_kernel,
+                                     {dims->units, 3 * dims->units});
+  if (err.empty()) err = check_same_shape("h0", s.h0, state);
+  *has_mask = !is_absent(s.mask);
+  if (err.empty() && *has_mask) err = check_same_shape("mask", s.mask, {dims->batch, dims->time});
+  const struct {
+    const char* name;
+    const Shape& shape;
+    bool optional;
+    Shape expected;
+  } rules[] = {
+      {"update", s.update, false, seq},           {"reset", s.reset, false, seq},
+      {"candidate", s.candidate, false, seq},     {"hu_candidate", s.hu_candidate, !reset_after, seq},
+      {"d_h_seq", s.d_h_seq, false, seq},         {"d_h_last", s.d_h_last, false, state},
+      {"d_update", s.d_update, true, seq},        {"d_reset", s.d_reset, true, seq},
+      {"d_candidate", s.d_candidate, true, seq},
+  };
+  for (const auto& rule : rules) {
+    if (!err.empty()) break;
+    if (rule.optional && is_absent(rule.shape)) continue;
+    err = check_same_shape(rule.name, rule.shape, rule.expected);
+  }
+  return err;
+}
+
 }  // namespace gategru

@@ -28,4 +28,26 @@ std::string check_forward_shapes(const Shape& inputs, const Shape& h0,
 // Every named tensor must have exactly the expected shape.
 std::string check_same_shape(const char* name, const Shape& actual, const Shape& expected);
 
+// An optional op input is absent when every dimension is 0, e.g. (0,) or (0, 0, 0): no
+// other shape can pass for "none".
+bool is_absent(const Shape& s);
+
+// The inputs of GateGruForward as the op receives them (absent mask, kernel, input_bias).
+struct ForwardOpShapes {
+  Shape inputs, h0, recurrent_kernel, recurrent_bias, mask, kernel, input_bias;
+};
+// Checked once for the op kernels (CPU and GPU) and the graph-time shape function, so both
+// say the same thing. `projects`: a kernel was given (inputs are x, not xw).
+std::string check_forward_op(const ForwardOpShapes& s, SequenceDims* dims, bool* has_mask,
+                             bool* projects);
+
+// The inputs of GateGruBackward; hu_candidate is required with reset_after, the gate
+// gradients are optional (absent: no loss reaches the gates).
+struct BackwardOpShapes {
+  Shape h0, recurrent_kernel, mask, h_seq, update, reset, candidate, hu_candidate, d_h_seq,
+      d_h_last, d_update, d_reset, d_candidate;
+};
+std::string check_backward_op(const BackwardOpShapes& s, bool reset_after, SequenceDims* dims,
+                              bool* has_mask);
+
 }  // namespace gategru
