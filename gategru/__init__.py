@@ -12,7 +12,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from gategru.layers import GateGRU  # registers the layer for .keras loading
-from gategru.ops import GruSequence, OpLibraryError, gru_sequence, load_library
+from gategru.ops import GruSequence, OpLibraryError, gru_sequence, load_library, op_library_path
 
 __version__ = "0.1.0"
 
@@ -51,6 +51,7 @@ __all__ = [
     "iter_gate_chunks",
     "load_gates",
     "load_library",
+    "op_library_path",
     "plot_gates",
     "plot_saturation",
     "stream_stats",

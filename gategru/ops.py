@@ -29,26 +29,36 @@ def _find(module: str) -> str | None:
     return spec.origin if spec is not None else None
 
 
+def op_library_path() -> str:
+    """The path of the compiled op library, ``_gategru_ops.so``.
+
+    A process that serves a SavedModel with GateGRU but does not import gategru must load
+    this file first: ``tf.load_op_library(path)`` in Python, ``TF_LoadLibrary`` in C.
+    """
+    path = _find("_gategru_ops")
+    if path is None:
+        package_dir = Path(__file__).resolve().parent
+        hint = ""
+        if (package_dir.parent / "CMakeLists.txt").exists():
+            hint = (
+                f" Python imported gategru from its source tree ({package_dir}), which "
+                "holds no compiled files: run from another directory to use the "
+                "installed package."
+            )
+        raise OpLibraryError(
+            "gategru's op library (_gategru_ops.so) was not found: gategru was built "
+            "without TensorFlow, or not built at all." + hint + " " + _REBUILD
+        )
+    return path
+
+
 def load_library():
     """Loads the op library once, with a clear error when it is missing or mismatched."""
     global _library
     with _lock:
         if _library is not None:
             return _library
-        path = _find("_gategru_ops")
-        if path is None:
-            package_dir = Path(__file__).resolve().parent
-            hint = ""
-            if (package_dir.parent / "CMakeLists.txt").exists():
-                hint = (
-                    f" Python imported gategru from its source tree ({package_dir}), which "
-                    "holds no compiled files: run from another directory to use the "
-                    "installed package."
-                )
-            raise OpLibraryError(
-                "gategru's op library (_gategru_ops.so) was not found: gategru was built "
-                "without TensorFlow, or not built at all." + hint + " " + _REBUILD
-            )
+        path = op_library_path()
         try:
             from gategru import _build_info
         except ImportError as err:
