@@ -151,6 +151,38 @@ def test_backward_matches_finite_differences(isa, rng, reset_after, mask_kind, b
         assert analytic == pytest.approx(numeric, rel=1e-6, abs=1e-6)
 
 
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize(("batch", "time", "units"), [(0, 4, 3), (3, 0, 3), (3, 1, 3), (4, 5, 1)])
+def test_edge_sizes_forward_and_backward(isa, rng, reset_after, batch, time, units):
+    """Batch 0, no step, one step, one unit: outputs against the oracle, and the backward
+    against directional derivatives of it (also run under the sanitizers)."""
+    prob = random_problem(rng, batch, time, units)
+    mask = random_mask(rng, batch, time, "holes") if batch and time else None
+    ref = gru_sequence_reference(**prob, mask=mask, reset_after=reset_after)
+    out = forward(prob, mask=mask, reset_after=reset_after, threads=2)
+    for name in OUTPUTS:
+        np.testing.assert_allclose(out[name], getattr(ref, name), atol=1e-12, err_msg=name)
+    loss, w = _loss_and_weights(rng, ref)
+    d_xw, d_h0 = _kernels.backward(
+        prob["h0"], prob["recurrent_kernel"], mask, out["h_seq"], out["update"], out["reset"],
+        out["candidate"], out.get("hu_candidate"), w["h_seq"], w["h_last"], w["update"],
+        w["reset"], w["candidate"], reset_after=reset_after, threads=2,
+    )
+    assert d_xw.shape == prob["xw"].shape and d_h0.shape == prob["h0"].shape
+    if time == 0:  # no step: the last state is h0, so its gradient passes straight through
+        np.testing.assert_array_equal(d_h0, w["h_last"])
+    dx, dh = rng.normal(size=prob["xw"].shape), rng.normal(size=prob["h0"].shape)
+    eps = 1e-6
+
+    def at(sign: float) -> float:
+        moved = dict(prob, xw=prob["xw"] + sign * eps * dx, h0=prob["h0"] + sign * eps * dh)
+        return loss(gru_sequence_reference(**moved, mask=mask, reset_after=reset_after))
+
+    numeric = (at(1.0) - at(-1.0)) / (2 * eps)
+    analytic = float((d_xw * dx).sum() + (d_h0 * dh).sum())
+    assert analytic == pytest.approx(numeric, rel=1e-6, abs=1e-6)
+
+
 def test_bad_shapes_name_the_argument(rng):
     prob = random_problem(rng, 2, 3, 4)
     with pytest.raises(ValueError, match=r"`h0` must have shape \(2, 4\), got \(3, 4\)"):

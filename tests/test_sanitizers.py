@@ -14,15 +14,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def build_tool(name: str) -> str:
+    """cmake or ninja: the venv's (./run installs them there when missing), else PATH's."""
+    venv_tool = Path(sys.executable).parent / name
+    found = str(venv_tool) if venv_tool.exists() else shutil.which(name)
+    assert found, f"{name} is needed to build the sanitized module"
+    return found
+
+
 def build_sanitized_module(sanitizers: str = "address,undefined",
                            folder: str = "sanitize") -> Path:
     build = ROOT / "build" / folder
+    cmake = build_tool("cmake")
     configure = [
-        "cmake", "-S", str(ROOT), "-B", str(build), "-G", "Ninja",
+        cmake, "-S", str(ROOT), "-B", str(build), "-G", "Ninja",
+        f"-DCMAKE_MAKE_PROGRAM={build_tool('ninja')}",
         "-DGATEGRU_BUILD_TF=OFF", "-DGATEGRU_CUDA=OFF", f"-DGATEGRU_SANITIZE={sanitizers}",
         "-DCMAKE_BUILD_TYPE=RelWithDebInfo", f"-DPython_EXECUTABLE={sys.executable}",
     ]
-    for cmd in (configure, ["cmake", "--build", str(build), "--target", "_kernels"]):
+    for cmd in (configure, [cmake, "--build", str(build), "--target", "_kernels"]):
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return next(build.glob("_kernels*.so"))
