@@ -261,6 +261,10 @@ def _gate_gru_forward_grad(op: tf.Operation, *grads: tf.Tensor | None):
     if kernel.shape.rank == 1:  # inputs were the projections
         return d_xw, d_h0, d_recurrent, d_bias, None, None, None
     width = tf.shape(kernel)[0]
+    if mask.shape.rank == 2:
+        # Masked steps never read x, and their d_xw is 0; but NaN or ±Inf padding times 0
+        # is NaN, which would spoil d_kernel for every row.
+        inputs = tf.where(mask[..., None], inputs, tf.zeros([], inputs.dtype))
     flat_x = tf.reshape(inputs, [-1, width])
     flat_d_xw = tf.reshape(d_xw, [-1, 3 * units])
     d_inputs = tf.reshape(

@@ -103,3 +103,31 @@ def test_nan_in_one_row_of_x_stays_in_that_row(rng):
     h = out.h_seq.numpy()
     assert np.isnan(h[2, 1:]).all() and not np.isnan(h[2, 0]).any()
     assert not np.isnan(np.delete(h, 2, axis=0)).any()
+
+
+@pytest.mark.parametrize("padding", [np.nan, np.inf])
+def test_non_finite_padding_at_masked_steps_leaves_every_gradient_finite(rng, padding):
+    """x at masked steps is never read: NaN or Inf padding there must not reach d_kernel
+    (it would, as padding·0, for every row), and the gradients equal those with random
+    padding."""
+    batch, time, width, units = 4, 6, 3, 5
+    x, h0, u, b, kernel, b_in = projecting_inputs(rng, batch, time, width, units)
+    mask = random_mask(rng, batch, time, "right_padded")
+    mask[0, -2:] = False
+    padded = np.where(mask[..., None], x.numpy(), padding)
+
+    def grads(inputs):
+        args = [tf.constant(inputs), h0, u, b, kernel, b_in]
+        with tf.GradientTape() as tape:
+            tape.watch(args)
+            out = gru_sequence(args[0], h0, u, b, mask=mask, kernel=kernel, input_bias=b_in)
+            loss = tf.reduce_sum(out.h_seq * 1.5) + tf.reduce_sum(out.update ** 2)
+        return [g.numpy() for g in tape.gradient(loss, args)]
+
+    with_padding, with_data = grads(padded), grads(x.numpy())
+    for name, g, ref in zip(("x", "h0", "U", "b", "kernel", "b_in"), with_padding, with_data,
+                            strict=True):
+        valid = mask[..., None] if name == "x" else True
+        assert np.isfinite(np.where(valid, g, 0)).all(), name
+        np.testing.assert_allclose(np.where(valid, g, 0), np.where(valid, ref, 0), atol=1e-12,
+                                   err_msg=name)
