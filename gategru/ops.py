@@ -70,9 +70,17 @@ def load_library():
                 "TensorFlow version exactly. " + _REBUILD
             )
         try:
-            _library = tf.load_op_library(path)
-        except tf.errors.NotFoundError as err:
+            library = tf.load_op_library(path)
+        except tf.errors.OpError as err:  # not found, bad symbols, a malformed registration
             raise OpLibraryError(f"Loading {path} failed: {err}. " + _REBUILD) from err
+        missing = [op for op in ("gate_gru_forward", "gate_gru_backward")
+                   if not hasattr(library, op)]
+        if missing:  # a stale build, or another library under our name
+            raise OpLibraryError(
+                f"{path} loaded but does not define {', '.join(missing)}: it is not a build "
+                "of gategru's current ops. " + _REBUILD
+            )
+        _library = library
         return _library
 
 
