@@ -329,6 +329,9 @@ int plan_launch(const void* persistent_kernel, int64_t batch, int64_t units, Cud
   CHECK_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   CHECK_CUDA(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, device));
   CHECK_CUDA(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  cudaFuncAttributes attributes;  // the kernel's static shared memory counts against optin
+  CHECK_CUDA(cudaFuncGetAttributes(&attributes, persistent_kernel));
+  const int dynamic_limit = optin - static_cast<int>(attributes.sharedSizeBytes);
   *plan = CudaLaunchPlan{};
   plan->slice_width = cl::slice_width(units, sms);
   plan->blocks_x = cl::ceil_div(units, plan->slice_width);
@@ -336,17 +339,17 @@ int plan_launch(const void* persistent_kernel, int64_t batch, int64_t units, Cud
   const char* refusal = "per-step path requested";
   if (path != CudaPath::kPerStep) {
     int per_sm = 0;
-    if (coop != 0 && smem <= static_cast<size_t>(optin)) {
+    if (coop != 0 && smem <= static_cast<size_t>(dynamic_limit)) {
       // The device's whole opt-in limit, not this call's size: the limit is one value per
       // kernel for the process, and a concurrent call with a smaller H must not lower it
       // between our query and our launch.
-      CHECK_CUDA(cudaFuncSetAttribute(persistent_kernel,
-                                      cudaFuncAttributeMaxDynamicSharedMemorySize, optin));
+      CHECK_CUDA(cudaFuncSetAttribute(
+          persistent_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dynamic_limit));
       CHECK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, persistent_kernel,
                                                                kThreads, smem));
     }
-    refusal = cl::persistent_refusal(coop != 0, smem, static_cast<size_t>(optin), per_sm,
-                                     plan->blocks_x, sms);
+    refusal = cl::persistent_refusal(coop != 0, smem, static_cast<size_t>(dynamic_limit),
+                                     per_sm, plan->blocks_x, sms);
   }
   if (!refusal) {
     plan->persistent = true;
