@@ -370,4 +370,20 @@ int plan_launch(const void* persistent_kernel, int64_t batch, int64_t units, Cud
   return cudaSuccess;
 }
 
+// The persistent kernel's cooperative launch. If the runtime refuses it on the auto path
+// (fewer blocks fit than the occupancy query said), it was refused before it ran, so nothing
+// is written yet: re-plans for the per-step kernels, and plan->persistent comes back false.
+template <typename Acc, typename Args>
+int launch_persistent(void (*kernel)(Args), int64_t batch, int64_t units, CudaPath path,
+                      cudaStream_t stream, CudaLaunchPlan* plan, Args* a) {
+  const int rc = launch_cooperative(kernel, dim3(static_cast<unsigned>(plan->blocks_x)),
+                                    plan->smem_bytes, stream, *a);
+  if (rc != cudaErrorCooperativeLaunchTooLarge || path == CudaPath::kPersistent) return rc;
+  CHECK_CUDA(plan_launch<Acc>(reinterpret_cast<const void*>(kernel), batch, units,
+                              CudaPath::kPerStep, plan));
+  a->kw = plan->warps_per_row;
+  a->rows_per_block = plan->rows_per_block;
+  return cudaSuccess;
+}
+
 }  // namespace gategru::cuda_detail

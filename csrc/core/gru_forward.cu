@@ -244,14 +244,9 @@ int gru_forward_cuda(const GruForwardParams<T>& params, void* stream_ptr, void* 
                    plan.rows_per_block};
   if (p.mask) CHECK_CUDA(launch_first_valid(p.mask, p.batch, p.time, w.first_valid, stream));
   if (plan.persistent) {
-    const int rc = launch_cooperative(persistent_kernel<T>(p.reset_after),
-                                      dim3(static_cast<unsigned>(plan.blocks_x)),
-                                      plan.smem_bytes, stream, a);
-    if (rc != cudaErrorCooperativeLaunchTooLarge || path == CudaPath::kPersistent) return rc;
-    // Refused before it ran, so nothing is written yet: the per-step kernels take over.
-    CHECK_CUDA(plan_launch<AccOf<T>>(persistent, p.batch, p.units, CudaPath::kPerStep, &plan));
-    a.kw = plan.warps_per_row;
-    a.rows_per_block = plan.rows_per_block;
+    CHECK_CUDA(launch_persistent<AccOf<T>>(persistent_kernel<T>(p.reset_after), p.batch,
+                                           p.units, path, stream, &plan, &a));
+    if (plan.persistent) return cudaSuccess;
   }
   const dim3 grid(static_cast<unsigned>(plan.blocks_x), static_cast<unsigned>(plan.blocks_y));
   for (int64_t t = 0; t < p.time; ++t) {
