@@ -168,7 +168,7 @@ class GateGRU(keras.layers.GRU):
             h_seq, h_last, gates = gru_loop_with_gates(cell, x, h0, mask, training, op_dtype)
         else:
             b_in, b_rec = self._split_bias(op_dtype)
-            inputs, kernel, input_bias = self._op_inputs(x, sequences, b_in, training)
+            inputs, kernel, input_bias = self._op_inputs(x, sequences, b_in, training, mask)
             res = gate_ops.gru_sequence(
                 inputs,
                 h0,
@@ -190,7 +190,12 @@ class GateGRU(keras.layers.GRU):
         return h_seq, h_last, gates
 
     def _op_inputs(
-        self, x: tf.Tensor, sequences: tf.Tensor, b_in: tf.Tensor, training: bool
+        self,
+        x: tf.Tensor,
+        sequences: tf.Tensor,
+        b_in: tf.Tensor,
+        training: bool,
+        step_mask: tf.Tensor | None,
     ) -> tuple[tf.Tensor, tf.Tensor | None, tf.Tensor | None]:
         """(inputs, kernel, input_bias) for the op, with Keras's input dropout: one mask
         for all steps, or one per gate with implementation=1. The op projects x itself
@@ -198,9 +203,16 @@ class GateGRU(keras.layers.GRU):
         tf.matmul here."""
         kernel = tf.cast(self.cell.kernel, x.dtype)
         mask = self.cell.get_dropout_mask(self._step_like(sequences)) if training else None
-        if mask is None or not self.cell.dropout > 0:
+        if mask is not None and not self.cell.dropout > 0:
+            mask = None
+        per_gate = isinstance(mask, (list, tuple))
+        if step_mask is not None and (per_gate or not _op_projects_inputs()):
+            # The projection happens here. Masked steps are never read, but NaN or Inf
+            # padding there would reach the kernel's gradient (as NaN·0) for every row.
+            x = tf.where(step_mask[..., None], x, tf.zeros([], x.dtype))
+        if mask is None:
             dropped = x
-        elif not isinstance(mask, (list, tuple)):
+        elif not per_gate:
             dropped = x * tf.cast(mask, x.dtype)[:, None]
         else:
             blocks = tf.split(kernel, 3, axis=1)

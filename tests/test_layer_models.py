@@ -191,3 +191,28 @@ def test_bad_inputs_name_the_shapes(rng):
         layer(np.ones((2, 5), np.float32))
     with pytest.raises(ValueError, match=r"initial_state must have shape \(batch, 4\)"):
         layer(np.ones((2, 5, 3), np.float32), initial_state=np.ones((2, 7), np.float32))
+
+
+@pytest.mark.parametrize(("implementation", "dropout"), [(1, 0.3), (2, 0.3), (2, 0.0)])
+def test_nan_padding_at_masked_steps_leaves_gradients_finite(rng, implementation, dropout):
+    """Padding that a mask hides is never read: NaN there must not reach any gradient,
+    whichever side projects the inputs (the op, or the layer with per-gate dropout)."""
+    x = rng.normal(size=(4, 7, 3)).astype(np.float32)
+    mask = np.ones((4, 7), bool)
+    mask[0, 4:] = mask[2, 6:] = False
+    layer = GateGRU(5, return_sequences=True, dropout=dropout, implementation=implementation)
+    layer.build(x.shape)
+
+    def grads(inputs):
+        with tf.GradientTape() as tape:
+            out = layer(tf.constant(inputs), mask=tf.constant(mask), training=True)
+            loss = tf.reduce_sum(tf.where(mask[..., None], out, 0.0) ** 2)
+        return [g.numpy() for g in tape.gradient(loss, layer.trainable_weights)]
+
+    padded = np.where(mask[..., None], x, np.nan).astype(np.float32)
+    with_nan = grads(padded)
+    for weight, grad in zip(layer.trainable_weights, with_nan, strict=True):
+        assert np.isfinite(grad).all() and np.abs(grad).sum() > 0, weight.name
+    if dropout == 0:  # deterministic: the same gradients as with the real values there
+        for got, want in zip(with_nan, grads(x), strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
