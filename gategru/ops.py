@@ -173,16 +173,20 @@ def gru_sequence(
         inputs=inputs, h0=h0, recurrent_kernel=recurrent_kernel,
         recurrent_bias=recurrent_bias, kernel=kernel, input_bias=input_bias,
     )
+    # Static ranks: the gradient picks its path (mask or not, kernel or not) by them.
     if kernel is None:
         kernel = input_bias = _absent(inputs.dtype)
-    elif input_bias is None:
-        input_bias = tf.zeros(tf.shape(kernel)[1:], inputs.dtype)
+    else:
+        kernel = tf.ensure_shape(kernel, [None, None])
+        if input_bias is None:
+            input_bias = tf.zeros(tf.shape(kernel)[1:], inputs.dtype)
+    mask = _no_mask() if mask is None else tf.ensure_shape(tf.cast(mask, tf.bool), [None, None])
     out = lib.gate_gru_forward(
         inputs=inputs,
         h0=h0,
         recurrent_kernel=recurrent_kernel,
         recurrent_bias=recurrent_bias,
-        mask=_no_mask() if mask is None else tf.cast(mask, tf.bool),
+        mask=mask,
         kernel=kernel,
         input_bias=input_bias,
         reset_after=reset_after,
@@ -219,6 +223,12 @@ def _gate_gru_forward_grad(op: tf.Operation, *grads: tf.Tensor | None):
     d_h_seq, d_h_last, d_update, d_reset, d_candidate, _ = grads
     inputs, h0, recurrent_kernel, bias, mask, kernel, input_bias = op.inputs
     reset_after = op.get_attr("reset_after")
+    if mask.shape.rank is None or kernel.shape.rank is None:
+        # The form (mask or none, x or xw) is chosen by rank here; guessing would be wrong.
+        raise ValueError(
+            "GateGruForward's gradient needs the static ranks of `mask` and `kernel` (rank 1, "
+            "shape (0,), for none); gategru.gru_sequence sets them."
+        )
     h_seq, _, update, reset, candidate, hu_candidate = op.outputs
     with_gates = op.get_attr("with_gates")
     if not with_gates or (reset_after and not op.get_attr("keep_cache")):

@@ -56,6 +56,9 @@ FORWARD_RULES = [
     # only an all-zero shape means "no mask": an empty tensor of another shape is an error
     ("mask", tf.ones([B, T, 0], tf.bool), r"`mask` must have shape \(2, 3\), got \(2, 3, 0\)"),
     ("mask", tf.ones([B, 0], tf.bool), r"`mask` must have shape \(2, 3\), got \(2, 0\)"),
+    ("mask", tf.ones([0, 0], tf.bool), r"`mask` must have shape \(2, 3\), got \(0, 0\)"),
+    ("kernel", tf.zeros([0, 0]), r"`kernel` must have shape \(input_width, 3\*units\).*"
+                                 r"input_width >= 1.*got \(0, 0\)"),
     ("recurrent_kernel", tf.zeros([0, 0]),
      r"`recurrent_kernel` must have shape \(units, 3\*units\) with units >= 1, got \(0, 0\)"),
 ]
@@ -200,6 +203,7 @@ BACKWARD_RULES = [
     ("mask", tf.ones([T, B], tf.bool), r"`mask` must have shape \(2, 3\), got \(3, 2\)"),
     # only an all-zero shape means "no mask": an empty tensor of another shape is an error
     ("mask", tf.ones([B, T, 0], tf.bool), r"`mask` must have shape \(2, 3\), got \(2, 3, 0\)"),
+    ("mask", tf.ones([0, 0], tf.bool), r"`mask` must have shape \(2, 3\), got \(0, 0\)"),
     ("update", tf.zeros([B, T, H + 1]), r"`update` must have shape \(2, 3, 4\), got \(2, 3, 5\)"),
     ("reset", tf.zeros([B, T + 1, H]), r"`reset` must have shape \(2, 3, 4\), got \(2, 4, 4\)"),
     ("candidate", tf.zeros([B, T, 1]), r"`candidate` must have shape \(2, 3, 4\), got \(2, 3, 1\)"),
@@ -241,3 +245,43 @@ def test_backward_without_reset_after_checks_a_given_hu_candidate(rng):
     with pytest.raises(tf.errors.InvalidArgumentError,
                        match=r"`hu_candidate` must have shape \(2, 3, 4\), got \(2, 3, 5\)"):
         load_library().gate_gru_backward(**dict(inputs, hu_candidate=tf.zeros([B, T, H + 1])))
+
+
+def test_unknown_kernel_rank_is_not_rejected_while_tracing(rng):
+    """With the kernel's rank unknown, either form is possible: the shape function merges
+    neither form's widths, and the op decides at run time."""
+    good = forward_inputs(rng)
+    spec = {k: tf.TensorSpec(v.shape, v.dtype) for k, v in good.items()}
+    spec["kernel"] = tf.TensorSpec(None, tf.float32)
+    fn = tf.function(lambda **kw: load_library().gate_gru_forward(**kw).h_seq)
+    concrete = fn.get_concrete_function(**spec)
+    np.testing.assert_array_equal(concrete(**good), load_library().gate_gru_forward(**good).h_seq)
+
+
+def test_gradient_needs_static_ranks_and_gru_sequence_sets_them(rng):
+    """A mask of unknown rank: gru_sequence pins it to rank 2, so its gradient matches eager
+    mode; the raw op's gradient refuses to guess the form."""
+    inputs = forward_inputs(rng)
+    args = [inputs[k] for k in ("inputs", "h0", "recurrent_kernel", "recurrent_bias")]
+
+    def grads(mask, *tensors):
+        with tf.GradientTape() as tape:
+            tape.watch(list(tensors))
+            loss = tf.reduce_sum(gru_sequence(*tensors, mask=mask).h_seq ** 2)
+        return tape.gradient(loss, list(tensors))
+
+    specs = [tf.TensorSpec(None, tf.bool)] + [tf.TensorSpec(a.shape, a.dtype) for a in args]
+    traced = tf.function(grads, input_signature=specs)(inputs["mask"], *args)
+    for got, want in zip(traced, grads(inputs["mask"], *args), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.bool)])
+    def raw(mask):
+        with tf.GradientTape() as tape:
+            tape.watch(args)
+            out = load_library().gate_gru_forward(**dict(inputs, mask=mask))
+            loss = tf.reduce_sum(out.h_seq)
+        return tape.gradient(loss, args)
+
+    with pytest.raises(ValueError, match="static ranks of `mask` and `kernel`"):
+        raw(inputs["mask"])

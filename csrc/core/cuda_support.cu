@@ -10,13 +10,15 @@ std::string cuda_version_str(int v) {
   return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10);
 }
 
-std::string driver_hint() {
+// What to do about an old driver; `code` is 35 (older than the toolkit) or 36 (an entry
+// point missing).
+std::string driver_hint(cudaError_t code) {
   int runtime = 0, driver = 0;
   cudaRuntimeGetVersion(&runtime);
   cudaDriverGetVersion(&driver);
   if (driver == 0) return " No NVIDIA driver was found (libcuda.so.1): no GPU here, or no driver.";
   const std::string built = "this library was built with CUDA " + cuda_version_str(runtime);
-  if (driver >= runtime) {
+  if (code == cudaErrorCallRequiresNewerDriver && driver >= runtime) {
     return " The driver reports CUDA " + cuda_version_str(driver) + " and " + built +
            ", but the driver lacks an entry point the runtime needs: update the driver.";
   }
@@ -32,7 +34,7 @@ std::string cuda_error_string(int code) {
   std::string s = std::string(cudaGetErrorName(err)) + " (code " + std::to_string(code) +
                   "): " + cudaGetErrorString(err) + ".";
   if (err == cudaErrorInsufficientDriver || err == cudaErrorCallRequiresNewerDriver) {
-    s += driver_hint();
+    s += driver_hint(err);
   }
   return s;
 }
@@ -48,12 +50,12 @@ CudaSupport cuda_support() {
       s.message = "no NVIDIA driver found (libcuda.so.1 could not be loaded): this machine "
                   "has no GPU or no driver (cudaErrorInsufficientDriver, code 35)";
     } else if (err == cudaErrorInsufficientDriver) {
-      s.message = "the NVIDIA driver is too old." + driver_hint() +
+      s.message = "the NVIDIA driver is too old." + driver_hint(err) +
                   " (cudaErrorInsufficientDriver, code 35)";
     } else if (err == cudaErrorCallRequiresNewerDriver) {
       // a driver new enough to start the runtime but missing an entry point it needs
       s.message = "the NVIDIA driver is too old for a CUDA call this library makes." +
-                  driver_hint() + " (cudaErrorCallRequiresNewerDriver, code 36)";
+                  driver_hint(err) + " (cudaErrorCallRequiresNewerDriver, code 36)";
     } else if (err == cudaErrorNoDevice) {
       s.message = "no CUDA device is visible (cudaErrorNoDevice)";
     } else {

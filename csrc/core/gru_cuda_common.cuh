@@ -329,15 +329,15 @@ int plan_launch(const void* persistent_kernel, int64_t batch, int64_t units, Cud
   CHECK_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   CHECK_CUDA(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, device));
   CHECK_CUDA(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  cudaFuncAttributes attributes;  // the kernel's static shared memory counts against optin
-  CHECK_CUDA(cudaFuncGetAttributes(&attributes, persistent_kernel));
-  const int dynamic_limit = optin - static_cast<int>(attributes.sharedSizeBytes);
   *plan = CudaLaunchPlan{};
   plan->slice_width = cl::slice_width(units, sms);
   plan->blocks_x = cl::ceil_div(units, plan->slice_width);
   const size_t smem = cl::persistent_smem_bytes<T>(units);
   const char* refusal = "per-step path requested";
   if (path != CudaPath::kPerStep) {
+    cudaFuncAttributes attributes;  // the kernel's static shared memory counts against optin
+    CHECK_CUDA(cudaFuncGetAttributes(&attributes, persistent_kernel));
+    const int dynamic_limit = optin - static_cast<int>(attributes.sharedSizeBytes);
     int per_sm = 0;
     if (coop != 0 && smem <= static_cast<size_t>(dynamic_limit)) {
       // The device's whole opt-in limit, not this call's size: the limit is one value per
@@ -381,6 +381,7 @@ int launch_persistent(void (*kernel)(Args), int64_t batch, int64_t units, CudaPa
   if (rc != cudaErrorCooperativeLaunchTooLarge || path == CudaPath::kPersistent) return rc;
   CHECK_CUDA(plan_launch<Acc>(reinterpret_cast<const void*>(kernel), batch, units,
                               CudaPath::kPerStep, plan));
+  plan->reason = "per-step: the runtime refused the cooperative launch";
   a->kw = plan->warps_per_row;
   a->rows_per_block = plan->rows_per_block;
   return cudaSuccess;

@@ -55,6 +55,8 @@ std::string check_forward_shapes(const Shape& inputs, const Shape& h0,
   return err;
 }
 
+bool is_none_vector(const Shape& s) { return s == Shape{0}; }
+
 bool is_absent(const Shape& s) {
   if (s.empty()) return false;  // a scalar is not "none"
   for (int64_t d : s)
@@ -64,11 +66,11 @@ bool is_absent(const Shape& s) {
 
 std::string check_forward_op(const ForwardOpShapes& s, SequenceDims* dims, bool* has_mask,
                              bool* projects) {
-  *projects = !is_absent(s.kernel);
-  if (!*projects && !is_absent(s.input_bias))
+  *projects = !is_none_vector(s.kernel);
+  if (!*projects && !is_none_vector(s.input_bias))
     return "`input_bias` must have shape (0,) without `kernel` (add it to xw), got " +
            shape_str(s.input_bias);
-  *has_mask = !is_absent(s.mask);
+  *has_mask = !is_none_vector(s.mask);
   return check_forward_shapes(s.inputs, s.h0, s.recurrent_kernel, s.recurrent_bias,
                               *has_mask ? &s.mask : nullptr, dims,
                               *projects ? &s.kernel : nullptr, &s.input_bias);
@@ -87,7 +89,7 @@ std::string check_backward_op(const BackwardOpShapes& s, bool reset_after, Seque
   std::string err = check_same_shape("recurrent_kernel", s.recurrent_kernel,
                                      {dims->units, 3 * dims->units});
   if (err.empty()) err = check_same_shape("h0", s.h0, state);
-  *has_mask = !is_absent(s.mask);
+  *has_mask = !is_none_vector(s.mask);
   if (err.empty() && *has_mask) err = check_same_shape("mask", s.mask, {dims->batch, dims->time});
   const struct {
     const char* name;

@@ -28,8 +28,10 @@ std::string check_forward_shapes(const Shape& inputs, const Shape& h0,
 // Every named tensor must have exactly the expected shape.
 std::string check_same_shape(const char* name, const Shape& actual, const Shape& expected);
 
-// An optional op input is absent when every dimension is 0, e.g. (0,) or (0, 0, 0): no
-// other shape can pass for "none".
+// An absent mask, kernel or input_bias has shape (0,), what gategru passes for "none".
+bool is_none_vector(const Shape& s);
+// An absent hu_candidate or gate gradient has every dimension 0, e.g. (0, 0, 0) (what the
+// forward returns for a gate it did not write); no other shape can pass for "none".
 bool is_absent(const Shape& s);
 
 // The inputs of GateGruForward as the op receives them (absent mask, kernel, input_bias).

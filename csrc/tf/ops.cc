@@ -88,7 +88,9 @@ absl::Status forward_shape(InferenceContext* c) {
     return set_forward_outputs(c, c->MakeDim(d.batch), c->MakeDim(d.time), c->MakeDim(d.units));
   }
   ShapeHandle kernel = c->input(5);
-  const bool projects = !(c->RankKnown(kernel) && c->Rank(kernel) == 1);
+  // Unknown rank: either form is possible, so neither form's widths are merged.
+  const bool kernel_known = c->RankKnown(kernel);
+  const bool projects = !(kernel_known && c->Rank(kernel) == 1);
   DimensionHandle b, t, h;
   TF_RETURN_IF_ERROR(sequence_dims(c, /*inputs*/ 0, projects ? 0 : 3, 1, 2, &b, &t, &h));
   constexpr const char* kBias = "`recurrent_bias` must have shape (3*units,)";
@@ -97,7 +99,7 @@ absl::Status forward_shape(InferenceContext* c) {
   DimensionHandle three_h;
   TF_RETURN_IF_ERROR(c->Multiply(h, 3, &three_h));
   TF_RETURN_IF_ERROR(named(c->Merge(c->Dim(bias, 0), three_h, &three_h), kBias));
-  if (projects) {
+  if (projects && kernel_known) {
     constexpr const char* kKernel = "`kernel` must have shape (input_width, 3*units)";
     TF_RETURN_IF_ERROR(named(c->WithRank(kernel, 2, &kernel), kKernel));
     DimensionHandle width;
