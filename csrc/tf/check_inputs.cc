@@ -11,6 +11,12 @@ Shape shape_of(const tensorflow::Tensor& t) {
   return s;
 }
 
+// The op's first N inputs' shapes, in registration order.
+template <size_t N>
+void read_shapes(tensorflow::OpKernelContext* ctx, Shape* const (&out)[N]) {
+  for (size_t i = 0; i < N; ++i) *out[i] = shape_of(ctx->input(static_cast<int>(i)));
+}
+
 absl::Status as_status(const std::string& err) {
   return err.empty() ? absl::OkStatus() : absl::InvalidArgumentError(err);
 }
@@ -22,7 +28,7 @@ absl::Status check_forward_inputs(tensorflow::OpKernelContext* ctx, SequenceDims
   ForwardOpShapes s;
   Shape* fields[] = {&s.inputs, &s.h0,     &s.recurrent_kernel, &s.recurrent_bias,
                      &s.mask,   &s.kernel, &s.input_bias};
-  for (int i = 0; i < 7; ++i) *fields[i] = shape_of(ctx->input(i));
+  read_shapes(ctx, fields);
   return as_status(check_forward_op(s, dims, has_mask, projects));
 }
 
@@ -32,7 +38,7 @@ absl::Status check_backward_inputs(tensorflow::OpKernelContext* ctx, bool reset_
   Shape* fields[] = {&s.h0,        &s.recurrent_kernel, &s.mask,     &s.h_seq,   &s.update,
                      &s.reset,     &s.candidate,        &s.hu_candidate, &s.d_h_seq,
                      &s.d_h_last,  &s.d_update,         &s.d_reset,  &s.d_candidate};
-  for (int i = 0; i < 13; ++i) *fields[i] = shape_of(ctx->input(i));
+  read_shapes(ctx, fields);
   return as_status(check_backward_op(s, reset_after, dims, has_mask));
 }
 

@@ -12,10 +12,11 @@ using ::tensorflow::shape_inference::DimensionHandle;
 using ::tensorflow::shape_inference::InferenceContext;
 using ::tensorflow::shape_inference::ShapeHandle;
 
-// The first `count` inputs as Shapes, when every one of them is fully known.
-bool known_shapes(InferenceContext* c, int count, Shape* const* out) {
-  for (int i = 0; i < count; ++i) {
-    const ShapeHandle in = c->input(i);
+// The op's first N inputs as Shapes, when every one of them is fully known.
+template <size_t N>
+bool known_shapes(InferenceContext* c, Shape* const (&out)[N]) {
+  for (size_t i = 0; i < N; ++i) {
+    const ShapeHandle in = c->input(static_cast<int>(i));
     if (!c->FullyDefined(in)) return false;
     out[i]->clear();
     for (int d = 0; d < c->Rank(in); ++d) out[i]->push_back(c->Value(c->Dim(in, d)));
@@ -80,7 +81,7 @@ absl::Status forward_shape(InferenceContext* c) {
   ForwardOpShapes s;
   Shape* const fields[] = {&s.inputs, &s.h0,     &s.recurrent_kernel, &s.recurrent_bias,
                            &s.mask,   &s.kernel, &s.input_bias};
-  if (known_shapes(c, 7, fields)) {
+  if (known_shapes(c, fields)) {
     SequenceDims d;
     bool has_mask = false, projects = false;
     const std::string err = check_forward_op(s, &d, &has_mask, &projects);
@@ -123,7 +124,7 @@ absl::Status backward_shape(InferenceContext* c) {
                            &s.d_h_seq,  &s.d_h_last,         &s.d_update, &s.d_reset,
                            &s.d_candidate};
   DimensionHandle b, t, h;
-  if (known_shapes(c, 13, fields)) {
+  if (known_shapes(c, fields)) {
     SequenceDims d;
     bool has_mask = false;
     const std::string err = check_backward_op(s, reset_after, &d, &has_mask);
