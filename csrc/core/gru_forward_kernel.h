@@ -173,7 +173,7 @@ struct ForwardKernel {
   void run_rows(int64_t stage, int64_t chunk) const {
     const int64_t phases = p.reset_after ? 1 : 2;
     const int64_t t = stage / phases, phase = stage % phases;
-    const int64_t ub = chunk % blk.unit_blocks, rc = chunk / blk.unit_blocks;
+    const int64_t ub = blk.unit_block(chunk), rc = blk.row_chunk(chunk);
     const int64_t g1 = min64(blk.row_groups, (rc + 1) * blk.groups_per_chunk);
     for (int64_t g = rc * blk.groups_per_chunk; g < g1; ++g) {
       const int64_t b0 = g * R;
