@@ -73,6 +73,8 @@ except ImportError:  # private API; eager is synchronous without it
         pass
 
 
+from paired_ratios import paired_ratio  # noqa: E402
+
 import gategru  # noqa: E402
 from gategru import _kernels as _gategru_kernels  # noqa: E402
 
@@ -199,6 +201,7 @@ class Bench:
     outputs: Callable[[], dict[str, np.ndarray]] | None = None  # forward results, for checks
     memory: dict[str, float | None] = field(default_factory=dict)  # see measure_memory()
     times: list[float] = field(default_factory=list)
+    rounds: list[list[float]] = field(default_factory=list)  # the same times, by round
 
 
 # ---- Keras and GateGRU variants --------------------------------------------------------------
@@ -575,7 +578,9 @@ def check_outputs(benches: list[Bench]) -> dict[str, dict[str, Any]]:
 
 def time_benches(benches: list[Bench], args: argparse.Namespace) -> None:
     """Warm-up, then repeats interleaved over rounds, each bench getting about args.budget s
-    (at least min_repeats, at most max_repeats)."""
+    (at least min_repeats and one per round, at most max_repeats). Every round times every
+    bench within a few seconds, so ratios taken round by round compare like with like on a
+    machine whose speed drifts."""
     estimates = []
     for bench in benches:
         bench.run(1)  # traces the tf.function, JIT-compiles, starts thread pools, touches memory
@@ -586,13 +591,18 @@ def time_benches(benches: list[Bench], args: argparse.Namespace) -> None:
     wanted = [math.ceil(args.budget * 1e3 / max(t, 1e-3)) for t in estimates]
     counts = [int(min(args.max_repeats, max(args.min_repeats, n))) for n in wanted]
     rounds = max(1, args.rounds)
+    counts = [max(c, rounds) for c in counts]
+    for bench in benches:
+        bench.rounds = [[] for _ in range(rounds)]
     for r in range(rounds):
         order = list(range(len(benches)))
         order = order[r % len(order):] + order[: r % len(order)]  # rotate who goes first
         for i in order:
             k = (r + 1) * counts[i] // rounds - r * counts[i] // rounds
             if k:
-                benches[i].times.extend(benches[i].run(k))
+                times = benches[i].run(k)
+                benches[i].times.extend(times)
+                benches[i].rounds[r].extend(times)
                 time.sleep(0.05)  # let spinning worker threads of the last variant go idle
 
 
@@ -703,22 +713,26 @@ def versions(torch: Any, onednn_header: dict | None) -> dict:
 
 
 # ---- ratios and the targets of issue #4 ------------------------------------------------------
-def _targets(medians: dict, fractions: dict, shapes: dict, long: dict | None) -> list[dict]:
+def _targets(by_round: dict, fractions: dict, shapes: dict, long: dict | None) -> list[dict]:
+    """Time ratios are paired by round (see time_benches): their median decides, and their
+    range over rounds shows how far the machine's drift moved them."""
     rows: list[dict] = []
 
     def add(shape: str, what: str, num: tuple, den: tuple, target: str,
             ok: Callable[[float], bool]) -> None:
-        a, b = medians.get((shape, *num)), medians.get((shape, *den))
-        value = a / b if a and b else None
+        a, b = by_round.get((shape, *num)), by_round.get((shape, *den))
+        paired = paired_ratio(a, b) if a and b else None
+        value = paired["median"] if paired else None
         rows.append({"shape": shape, "target": what, "metric": f"{num[0]} {num[1]} ms / "
-                     f"{den[0]} {den[1]} ms", "goal": target, "value": value,
+                     f"{den[0]} {den[1]} ms, median of per-round ratios", "goal": target,
+                     "value": value, "range": [paired["min"], paired["max"]] if paired else None,
                      "met": None if value is None else bool(ok(value))})
 
     gates = (REFERENCE, "forward")
     canonical = [s for s, d in SHAPES.items() if shapes.get(s) == d]
     for s in canonical:
         for peer in ("onednn_gru", "torch_gru", "keras_gru", "onednn_gru_avx2"):
-            if peer == "onednn_gru_avx2" and (s, peer, "forward") not in medians:
+            if peer == "onednn_gru_avx2" and (s, peer, "forward") not in by_round:
                 continue  # informational, and only where the CPU has more than AVX2
             add(s, f"gates on faster than {VARIANTS[peer][0]}", (peer, "forward"), gates,
                 ">= 1", lambda v: v >= 1.0)
@@ -805,12 +819,18 @@ def markdown(report: dict) -> str:
             cells.append(f"{frac}; {mem} MB")
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
     if report["targets"]:
-        lines += ["", "## Targets (issue #4)", "", "| shape | target | ratio | goal | met |",
-                  "|---|---|---|---|---|"]
+        lines += ["", "## Targets (issue #4)", "",
+                  "Time ratios: the median of the ratios taken round by round (each round times "
+                  "every variant within seconds), with their range over the rounds.", "",
+                  "| shape | target | ratio | range over rounds | goal | met |",
+                  "|---|---|---|---|---|---|"]
         for t in report["targets"]:
             value = "–" if t["value"] is None else f"{t['value']:.3g}"
+            spread = ("–" if not t.get("range")
+                      else f"{t['range'][0]:.3g}–{t['range'][1]:.3g}")
             met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
-            lines.append(f"| {t['shape']} | {t['target']} | {value} | {t['goal']} | {met} |")
+            lines.append(f"| {t['shape']} | {t['target']} | {value} | {spread} | {t['goal']} "
+                         f"| {met} |")
     if report.get("long"):
         lg = report["long"]
         lines += ["", "## Long sequence", "",
@@ -908,7 +928,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--min-repeats", type=int, default=None, help="default 5 (--quick: 3)")
     p.add_argument("--max-repeats", type=int, default=200, help="default 200")
     p.add_argument("--rounds", type=int, default=None,
-                   help="repeats are interleaved over this many rounds (default 5; --quick 1)")
+                   help="repeats are interleaved over this many rounds (default 7; --quick 1)")
     p.add_argument("--threads", type=int, default=THREADS,
                    help="threads for TF (intra and inter op), torch, OpenMP and OpenBLAS "
                    f"(default: all cores, {THREADS} here)")
@@ -923,7 +943,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.long_steps = args.long_steps or (20_000 if quick else 1_000_000)
     args.budget = args.budget if args.budget is not None else (0.05 if quick else 3.0)
     args.min_repeats = args.min_repeats or (3 if quick else 5)
-    args.rounds = args.rounds or (1 if quick else 5)
+    args.rounds = args.rounds or (1 if quick else 7)
     args.matmul_n = args.matmul_n or (256 if quick else 2048)
     args.variants = ",".join(v.strip() for v in args.variants.split(","))
     unknown = set(args.variants.split(",")) - set(VARIANTS)
@@ -999,6 +1019,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "mode": b.mode, "status": "ok", "times_ms": b.times,
                                 "repeats": len(b.times), "median_ms": _median(b.times),
                                 "min_ms": min(b.times), "memory": b.memory,
+                                "round_medians_ms": [_median(t) for t in b.rounds if t],
                                 "loadavg": [load0, load1]})
             kept.append((shape, [b for b in benches if not b.variant.startswith("onednn")]))
 
@@ -1027,6 +1048,7 @@ def main(argv: list[str] | None = None) -> int:
     best_rate = max(matmul_first["numpy_best"], matmul_first["tf_best"],
                     matmul_last["numpy_best"], matmul_last["tf_best"])
     medians = {(r["shape"], r["variant"], r["mode"]): r["median_ms"] for r in results}
+    by_round = {(r["shape"], r["variant"], r["mode"]): r["round_medians_ms"] for r in results}
     fractions = {}
     for r in results:
         ref = medians.get((r["shape"], REFERENCE, r["mode"]))
@@ -1073,7 +1095,7 @@ def main(argv: list[str] | None = None) -> int:
                     if r["shape"] == s and r["mode"] == m} for m in args.modes}
             for s in args.shapes},
         "output_checks": checks, "long": long,
-        "targets": _targets(medians, fractions, args.shapes, long),
+        "targets": _targets(by_round, fractions, args.shapes, long),
         "wall_s": time.perf_counter() - t_start,
     }
     args.out.mkdir(parents=True, exist_ok=True)

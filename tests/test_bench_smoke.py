@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "cpu_bench.py"
 
 
@@ -17,7 +19,7 @@ def test_quick_benchmark_writes_complete_report(tmp_path: Path) -> None:
     out = tmp_path / "results"
     # cwd=tmp_path: the source tree's gategru (no compiled op) must not shadow the installed one.
     proc = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--out", str(out)],
+        [sys.executable, str(BENCH), "--quick", "--rounds", "2", "--out", str(out)],
         cwd=tmp_path, capture_output=True, text=True, timeout=180,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
@@ -42,7 +44,8 @@ def test_quick_benchmark_writes_complete_report(tmp_path: Path) -> None:
                 continue
             for mode in info["modes"]:
                 r = results[(shape, name, mode)]
-                assert r["repeats"] == len(r["times_ms"]) >= 1
+                assert r["repeats"] == len(r["times_ms"]) >= 2
+                assert len(r["round_medians_ms"]) == report["settings"]["rounds"] == 2
                 for value in (*r["times_ms"], r["median_ms"], r["vs_gates"],
                               r["matmul_fraction"]):
                     assert math.isfinite(value) and value > 0, (shape, name, mode, value)
@@ -54,3 +57,15 @@ def test_quick_benchmark_writes_complete_report(tmp_path: Path) -> None:
     assert report["matmul"]["best_gflops"] > 0
     assert report["threads"]["tf_intra_op"] == report["threads"]["threads"]
     assert report["machine"]["nproc"] >= 1 and report["versions"]["tensorflow"]
+
+
+def test_paired_ratio_takes_ratios_round_by_round() -> None:
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        from paired_ratios import paired_ratio
+    finally:
+        sys.path.remove(str(BENCH.parent))
+    # The machine ran at half speed in round 2: both sides slowed, the ratio did not.
+    paired = paired_ratio([3.0, 6.0, 3.3], [1.0, 2.0, 1.0])
+    assert paired == {"median": 3.0, "min": 3.0, "max": pytest.approx(3.3), "rounds": 3}
+    assert paired_ratio([], [1.0]) is None
