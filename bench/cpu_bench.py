@@ -576,6 +576,9 @@ def check_outputs(benches: list[Bench]) -> dict[str, dict[str, Any]]:
     return diffs
 
 
+MAX_ROUNDS = 25
+
+
 def time_benches(benches: list[Bench], args: argparse.Namespace) -> None:
     """Warm-up, then repeats interleaved over rounds, each bench getting about args.budget s
     (at least min_repeats and one per round, at most max_repeats). Every round times every
@@ -590,7 +593,9 @@ def time_benches(benches: list[Bench], args: argparse.Namespace) -> None:
         estimates.append(estimate)
     wanted = [math.ceil(args.budget * 1e3 / max(t, 1e-3)) for t in estimates]
     counts = [int(min(args.max_repeats, max(args.min_repeats, n))) for n in wanted]
-    rounds = max(1, args.rounds)
+    # At least args.rounds; more while every bench can afford a call per round, since the
+    # shorter a round, the closer in time the calls it pairs.
+    rounds = max(1, args.rounds) if args.quick else max(args.rounds, min(min(counts), MAX_ROUNDS))
     counts = [max(c, rounds) for c in counts]
     for bench in benches:
         bench.rounds = [[] for _ in range(rounds)]
@@ -928,7 +933,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--min-repeats", type=int, default=None, help="default 5 (--quick: 3)")
     p.add_argument("--max-repeats", type=int, default=200, help="default 200")
     p.add_argument("--rounds", type=int, default=None,
-                   help="repeats are interleaved over this many rounds (default 7; --quick 1)")
+                   help="repeats are interleaved over at least this many rounds, more (up to "
+                   f"{MAX_ROUNDS}) while every variant affords a call per round (default 7; "
+                   "--quick 1)")
     p.add_argument("--threads", type=int, default=THREADS,
                    help="threads for TF (intra and inter op), torch, OpenMP and OpenBLAS "
                    f"(default: all cores, {THREADS} here)")
@@ -1083,7 +1090,7 @@ def main(argv: list[str] | None = None) -> int:
                                                "ONEDNN_MAX_CPU_ISA", "GATEGRU_CPU_ISA")},
         "loadavg_start": loadavg_start, "loadavg_end": os.getloadavg(),
         "settings": {"budget_s": args.budget, "min_repeats": args.min_repeats,
-                     "max_repeats": args.max_repeats, "rounds": args.rounds,
+                     "max_repeats": args.max_repeats, "min_rounds": args.rounds,
                      "memory": MEMORY_NOTE if memory_ok else "not measured"},
         "shapes": {k: list(v) for k, v in args.shapes.items()},
         "variants": {v: {"label": VARIANTS[v][0], "modes": list(VARIANTS[v][1]),

@@ -45,7 +45,7 @@ def test_quick_benchmark_writes_complete_report(tmp_path: Path) -> None:
             for mode in info["modes"]:
                 r = results[(shape, name, mode)]
                 assert r["repeats"] == len(r["times_ms"]) >= 2
-                assert len(r["round_medians_ms"]) == report["settings"]["rounds"] == 2
+                assert len(r["round_medians_ms"]) == report["settings"]["min_rounds"] == 2
                 for value in (*r["times_ms"], r["median_ms"], r["vs_gates"],
                               r["matmul_fraction"]):
                     assert math.isfinite(value) and value > 0, (shape, name, mode, value)

@@ -52,7 +52,10 @@ def run_oracle_tests(tmp_path: Path, module: Path, runtime: str, options: dict) 
                        text=True).stdout.strip()
         for lib in (runtime, "libstdc++.so")
     ]
-    env = dict(os.environ, PYTHONPATH=str(tmp_path), LD_PRELOAD=" ".join(preload), **options)
+    # One BLAS thread for the oracle's numpy matmuls: OpenBLAS's own threads are not
+    # instrumented, and TSan reports their handoffs as races.
+    env = dict(os.environ, PYTHONPATH=str(tmp_path), LD_PRELOAD=" ".join(preload),
+               OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", **options)
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
          str(ROOT / "tests" / "test_kernels_numpy.py")],
