@@ -23,8 +23,8 @@ inline bool worth_threads(int64_t batch, int64_t units) {
 // block by unit block, so a worker's contiguous share is a slice of the recurrent kernel,
 // which stays in its cache. Rows are split too, for two reasons: with few unit blocks to
 // go round, and because a step ends when its last chunk does: while one worker finishes
-// it, the others wait at the barrier. With 4 chunks per worker that wait was 2-3% of the
-// workers' time at S3; with 64 it was 0.6-1.8%.
+// it, the others wait at the barrier. With 4 chunks per worker that wait was 1.5-4.5% of
+// the workers' time at S3; with 64 it was 0.6-1.8%.
 struct Blocking {
   int64_t unit_blocks, row_groups, groups_per_chunk, row_chunks;
   int64_t chunks() const { return unit_blocks * row_chunks; }
