@@ -59,13 +59,41 @@ def test_quick_benchmark_writes_complete_report(tmp_path: Path) -> None:
     assert report["machine"]["nproc"] >= 1 and report["versions"]["tensorflow"]
 
 
-def test_paired_ratio_takes_ratios_round_by_round() -> None:
+def _bench_module(name: str):
+    """A side-effect-free module of bench/ (cpu_bench.py itself sets threads on import)."""
     sys.path.insert(0, str(BENCH.parent))
     try:
-        from paired_ratios import paired_ratio
+        return __import__(name)
     finally:
         sys.path.remove(str(BENCH.parent))
+
+
+def test_paired_ratio_takes_ratios_round_by_round() -> None:
+    paired_ratio = _bench_module("paired_ratios").paired_ratio
     # The machine ran at half speed in round 2: both sides slowed, the ratio did not.
     paired = paired_ratio([3.0, 6.0, 3.3], [1.0, 2.0, 1.0])
     assert paired == {"median": 3.0, "min": 3.0, "max": pytest.approx(3.3), "rounds": 3}
     assert paired_ratio([], [1.0]) is None
+
+
+def test_targets_are_judged_on_paired_ratios() -> None:
+    spec = _bench_module("cpu_bench_spec")
+    by_round = {  # per-round medians, ms: oneDNN is slower in 2 of 3 rounds at S2
+        ("S2", "onednn_gru", "forward"): [10.0, 10.0, 10.0],
+        ("S2", "gategru_gates", "forward"): [8.0, 12.0, 9.0],
+        ("S2", "gategru_nogates", "forward"): [7.0, 11.0, 8.5],
+        ("S2", "keras_gru", "train"): [30.0, 36.0, 27.0],
+        ("S2", "gategru_gates", "train"): [10.0, 10.0, 10.0],
+    }
+    rows = spec.targets(by_round, {("S3", "gategru_gates", "forward"): 0.65},
+                        {"S2": spec.SHAPES["S2"], "S3": spec.SHAPES["S3"]}, None)
+    by_target = {(r["shape"], r["target"]): r for r in rows}
+    onednn = by_target[("S2", "gates on faster than oneDNN lbr_gru")]
+    assert onednn["value"] == pytest.approx(10 / 9) and onednn["met"] is True
+    assert onednn["range"] == [pytest.approx(10 / 12), pytest.approx(10 / 8)]
+    cost = by_target[("S2", "gates on costs <= 10% over gates off")]
+    assert cost["value"] == pytest.approx(12 / 11) and cost["met"] is True
+    train = by_target[("S2", "training step >= 3x faster than Keras (gates in the loss)")]
+    assert train["value"] == pytest.approx(3.0) and train["met"] is True
+    assert by_target[("S2", "gates on faster than torch.nn.GRU")]["met"] is None  # not run
+    assert by_target[("S3", ">= 70% of the best matmul rate (gates on)")]["met"] is False
