@@ -15,8 +15,8 @@ TensorFlow. From the repository root:
    against a float64 PyTorch autograd of the same recurrence. Both launch paths.
 3. Timing with CUDA events (warm-up, median), ours against torch.nn.GRU, forward with and
    without gates, and forward+backward, over B in {1,16,64,256}, H in {128,256,512,1024},
-   T=1000, in fp32, fp16 and bf16 (ours has no half-precision kernel: it casts to fp32 at
-   the boundary, and the results say so).
+   T=1000, in fp32, fp16 and bf16 (ours keeps 16-bit tensors in memory and computes in
+   float).
 4. Writes gpu-<date>.json (top-level "correct", the device, every timing) and gpu-<date>.md
    to $OUT, or to bench/results/ when $OUT is unset.
 
