@@ -197,6 +197,38 @@ def test_bad_shapes_name_the_argument(rng):
         forward(dict(prob, xw=prob["xw"].astype(np.float16)))
 
 
+def test_backward_bad_shapes_name_the_argument(rng):
+    """The numpy backward uses the op's own rules (shape_check.cc), so it says the same."""
+    prob = random_problem(rng, 2, 3, 4)
+    out = forward(prob)
+    seq = out["h_seq"]
+    args = dict(h0=prob["h0"], u=prob["recurrent_kernel"], mask=None, h_seq=seq,
+                z=out["update"], r=out["reset"], hc=out["candidate"], hu=out["hu_candidate"],
+                d_h_seq=np.ones_like(seq), d_h_last=None, d_z=None, d_r=None, d_hc=None)
+
+    def call(**changes):
+        a = dict(args, **changes)
+        return _kernels.backward(*a.values(), reset_after=True)
+
+    d_xw, d_h0 = call()
+    assert d_xw.shape == (2, 3, 12) and np.isfinite(d_xw).all()
+    with pytest.raises(ValueError, match=r"`h0` must have shape \(2, 4\), got \(3, 4\)"):
+        call(h0=np.ones((3, 4)))
+    with pytest.raises(ValueError, match=r"`d_h_last` must have shape \(2, 4\), got \(2, 5\)"):
+        call(d_h_last=np.ones((2, 5)))
+    with pytest.raises(ValueError, match=r"`d_reset` must have shape \(2, 3, 4\)"):
+        call(d_r=np.ones((2, 3, 5)))
+    with pytest.raises(ValueError, match=r"`mask` must have shape \(2, 3\)"):
+        call(mask=np.ones((2, 4), bool))
+    with pytest.raises(ValueError, match="`hu_candidate` is required when reset_after=True"):
+        call(hu=None)
+    with pytest.raises(ValueError, match=r"`h_seq` must have shape \(batch, timesteps, units\)"):
+        call(h_seq=seq[0])
+    # The op's "absent" shapes mean absent here too: a (0,) mask, an all-zero gate gradient.
+    same = call(mask=np.zeros((0,), bool), d_z=np.zeros((0, 0, 0)))
+    np.testing.assert_array_equal(same[0], d_xw)
+
+
 def test_nan_stays_in_its_row_and_huge_inputs_saturate(isa, rng):
     prob = random_problem(rng, 4, 10, 8)
     prob["xw"][1, 3, 5] = np.nan

@@ -80,11 +80,15 @@ py::dict forward(Array<T> inputs, Array<T> h0, Array<T> u, Array<T> b,
   return out;
 }
 
+// A None array as the op's "absent" shape: (0,) for the mask, all zeros for the rest.
+template <typename A>
+Shape shape_or(const std::optional<A>& a, const Shape& absent) {
+  return a ? shape_of(*a) : absent;
+}
+
 template <typename T>
-const T* optional_data(const std::optional<Array<T>>& a, const char* name, const Shape& expected) {
-  if (!a) return nullptr;
-  require(gategru::check_same_shape(name, shape_of(*a), expected));
-  return a->data();
+const T* data_or_null(const std::optional<Array<T>>& a) {
+  return a ? a->data() : nullptr;
 }
 
 template <typename T>
@@ -93,16 +97,17 @@ py::tuple backward(Array<T> h0, Array<T> u, std::optional<MaskArray> mask, Array
                    Array<T> d_h_seq, std::optional<Array<T>> d_h_last,
                    std::optional<Array<T>> d_z, std::optional<Array<T>> d_r,
                    std::optional<Array<T>> d_hc, bool reset_after, int threads) {
-  const Shape seq_shape = shape_of(h_seq);
-  if (seq_shape.size() != 3) require("`h_seq` must have rank 3, got " + gategru::shape_str(seq_shape));
-  const int64_t B = seq_shape[0], T_ = seq_shape[1], H = seq_shape[2];
-  require(gategru::check_same_shape("recurrent_kernel", shape_of(u), {H, 3 * H}));
-  require(gategru::check_same_shape("h0", shape_of(h0), {B, H}));
-  if (mask) require(gategru::check_same_shape("mask", shape_of(*mask), {B, T_}));
-  for (auto [name, a] : {std::pair{"update", &z}, {"reset", &r}, {"candidate", &hc},
-                         {"d_h_seq", &d_h_seq}})
-    require(gategru::check_same_shape(name, shape_of(*a), seq_shape));
   if (reset_after && !hu) require("`hu_candidate` is required when reset_after=True");
+  const Shape none3{0, 0, 0};
+  gategru::BackwardOpShapes shapes{
+      shape_of(h0), shape_of(u), shape_or(mask, Shape{0}), shape_of(h_seq), shape_of(z),
+      shape_of(r), shape_of(hc), shape_or(hu, none3), shape_of(d_h_seq),
+      shape_or(d_h_last, shape_of(h0)),  // None: zeros of h0's shape, checked through h0
+      shape_or(d_z, none3), shape_or(d_r, none3), shape_or(d_hc, none3)};
+  gategru::SequenceDims d;
+  bool has_mask = false;
+  require(gategru::check_backward_op(shapes, reset_after, &d, &has_mask));
+  const int64_t B = d.batch, T_ = d.time, H = d.units;
   gategru::GruBackwardParams<T> p;
   p.batch = B;
   p.time = T_;
@@ -110,17 +115,18 @@ py::tuple backward(Array<T> h0, Array<T> u, std::optional<MaskArray> mask, Array
   p.reset_after = reset_after;
   p.h0 = h0.data();
   p.recurrent_kernel = u.data();
-  p.mask = mask ? mask->data() : nullptr;
+  p.mask = has_mask ? mask->data() : nullptr;
   p.h_seq = h_seq.data();
   p.update = z.data();
   p.reset = r.data();
   p.candidate = hc.data();
-  p.hu_candidate = reset_after ? optional_data(hu, "hu_candidate", seq_shape) : nullptr;
+  p.hu_candidate = reset_after ? hu->data() : nullptr;
   p.d_h_seq = d_h_seq.data();
-  p.d_h_last = optional_data(d_h_last, "d_h_last", {B, H});
-  p.d_update = optional_data(d_z, "d_update", seq_shape);
-  p.d_reset = optional_data(d_r, "d_reset", seq_shape);
-  p.d_candidate = optional_data(d_hc, "d_candidate", seq_shape);
+  p.d_h_last = data_or_null(d_h_last);
+  // An all-zero gate gradient is "none" to the op; the kernel must then not read it.
+  p.d_update = d_z && !gategru::is_absent(shape_of(*d_z)) ? d_z->data() : nullptr;
+  p.d_reset = d_r && !gategru::is_absent(shape_of(*d_r)) ? d_r->data() : nullptr;
+  p.d_candidate = d_hc && !gategru::is_absent(shape_of(*d_hc)) ? d_hc->data() : nullptr;
   Array<T> d_xw(std::vector<py::ssize_t>{B, T_, 3 * H});
   Array<T> d_h0(std::vector<py::ssize_t>{B, H});
   p.d_xw = d_xw.mutable_data();
