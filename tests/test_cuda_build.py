@@ -158,6 +158,37 @@ def test_cuda_available_says_why():
         assert "driver" in message and "code" in message, message
 
 
+def test_backward_cuda_validates_with_the_ops_rules():
+    """backward_cuda checks shapes with the op's check_backward_op, before any CUDA call,
+    and takes the op's absent shapes for "none"."""
+    k = cuda_module()
+    b, t, h = 3, 4, 5
+    seq = (b, t, h)
+    ok = dict(h0=FakeDeviceArray((b, h)), recurrent_kernel=FakeDeviceArray((h, 3 * h)),
+              h_seq=FakeDeviceArray(seq), update=FakeDeviceArray(seq),
+              reset=FakeDeviceArray(seq), candidate=FakeDeviceArray(seq),
+              d_h_seq=FakeDeviceArray(seq), d_xw=FakeDeviceArray((b, t, 3 * h)),
+              d_h0=FakeDeviceArray((b, h)), hu_candidate=FakeDeviceArray(seq))
+    cases = [
+        ({"h0": FakeDeviceArray((b, h + 1))}, ValueError, r"`h0` must have shape \(3, 5\)"),
+        ({"d_h_last": FakeDeviceArray((b, h + 1))}, ValueError, "`d_h_last` must have shape"),
+        ({"d_update": FakeDeviceArray((b, t, h + 1))}, ValueError, "`d_update` must have"),
+        ({"mask": FakeDeviceArray((b, t + 1), "|b1")}, ValueError, r"`mask` must have shape"),
+        ({"hu_candidate": None}, ValueError, "`hu_candidate` is required"),
+        ({"d_xw": FakeDeviceArray((b, t, 3 * h + 1))}, ValueError, "`d_xw` must have shape"),
+        ({"h_seq": FakeDeviceArray(seq, "<f8")}, TypeError, "dtype"),
+    ]
+    for change, error, message in cases:
+        with pytest.raises(error, match=message):
+            k.backward_cuda(**{**ok, **change})
+    # Valid and absent-as-none inputs pass validation; only then does the device answer:
+    # without one, a RuntimeError naming CUDA; with one, the fake pointers are refused.
+    for change in ({}, {"d_update": FakeDeviceArray((0, 0, 0))},
+                   {"mask": FakeDeviceArray((0,), "|b1")}):
+        with pytest.raises((RuntimeError, ValueError), match="cuda|not in device memory"):
+            k.backward_cuda(**{**ok, **change})
+
+
 def test_forward_cuda_validates_before_touching_the_device():
     k = cuda_module()
     b, t, h = 3, 4, 5

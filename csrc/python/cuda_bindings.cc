@@ -281,22 +281,35 @@ void backward_cuda(const std::vector<std::optional<DeviceArray>>& in, const Devi
                    const DeviceArray& d_h0, bool reset_after, uintptr_t stream, CudaPath path) {
   // in: h0, recurrent_kernel, mask, h_seq, update, reset, candidate, hu_candidate, d_h_seq,
   //     d_h_last, d_update, d_reset, d_candidate (the TF op's input order)
-  const DeviceArray& h_seq = *in[3];
-  if (h_seq.shape.size() != 3) require("`h_seq` must have rank 3, got " + shape_str(h_seq.shape));
-  const int64_t B = h_seq.shape[0], T_ = h_seq.shape[1], H = h_seq.shape[2];
-  const Shape seq{B, T_, H}, state{B, H};
+  if (reset_after && !in[7]) require("`hu_candidate` is required when reset_after=True");
+  // The op's rules (shape_check.cc); a None array takes the op's "absent" shape.
+  auto shape = [&](size_t i, const Shape& absent) { return in[i] ? in[i]->shape : absent; };
+  const Shape none3{0, 0, 0};
+  const BackwardOpShapes shapes{
+      shape(0, {}),    shape(1, {}),    shape(2, Shape{0}), shape(3, {}),
+      shape(4, {}),    shape(5, {}),    shape(6, {}),       shape(7, none3),
+      shape(8, {}),    shape(9, shape(0, {})),  // None: zeros, checked through h0
+      shape(10, none3), shape(11, none3), shape(12, none3)};
+  SequenceDims d;
+  bool has_mask = false;
+  require(check_backward_op(shapes, reset_after, &d, &has_mask));
+  const int64_t B = d.batch, T_ = d.time, H = d.units;
   const char* ts = typestr_of<T>();
-  const Shape shapes[] = {state, {H, 3 * H}, {B, T_}, seq, seq, seq, seq,
-                          seq,   seq,        state,  seq, seq, seq};
+  // What the op takes for "none" (mask (0,), an all-zero hu_candidate or gate gradient) is
+  // neither read nor checked for its device.
+  auto present = [&](size_t i) {
+    if (!in[i]) return false;
+    if (i == 2) return has_mask;
+    return !((i == 7 || i >= 10) && is_absent(in[i]->shape));
+  };
   std::vector<const DeviceArray*> all{&d_xw, &d_h0};
   for (size_t i = 0; i < in.size(); ++i) {
-    if (!in[i]) continue;
-    check_array(*in[i], i == 2 ? "|b1" : ts, shapes[i], false);
+    if (!present(i)) continue;
+    check_array(*in[i], i == 2 ? "|b1" : ts, in[i]->shape, false);  // the dtype; shapes: above
     all.push_back(&*in[i]);
   }
-  if (reset_after && !in[7]) require("`hu_candidate` is required when reset_after=True");
   check_array(d_xw, ts, {B, T_, 3 * H}, true);
-  check_array(d_h0, ts, state, true);
+  check_array(d_h0, ts, {B, H}, true);
   GruBackwardParams<T> p;
   p.batch = B;
   p.time = T_;
@@ -304,17 +317,17 @@ void backward_cuda(const std::vector<std::optional<DeviceArray>>& in, const Devi
   p.reset_after = reset_after;
   p.h0 = data<T>(in[0]);
   p.recurrent_kernel = data<T>(in[1]);
-  p.mask = data<const bool>(in[2]);
+  p.mask = present(2) ? data<const bool>(in[2]) : nullptr;
   p.h_seq = data<T>(in[3]);
   p.update = data<T>(in[4]);
   p.reset = data<T>(in[5]);
   p.candidate = data<T>(in[6]);
-  p.hu_candidate = reset_after ? data<T>(in[7]) : nullptr;
+  p.hu_candidate = reset_after ? data<T>(in[7]) : nullptr;  // present: checked above
   p.d_h_seq = data<T>(in[8]);
   p.d_h_last = data<T>(in[9]);
-  p.d_update = data<T>(in[10]);
-  p.d_reset = data<T>(in[11]);
-  p.d_candidate = data<T>(in[12]);
+  p.d_update = present(10) ? data<T>(in[10]) : nullptr;
+  p.d_reset = present(11) ? data<T>(in[11]) : nullptr;
+  p.d_candidate = present(12) ? data<T>(in[12]) : nullptr;
   p.d_xw = data<T>(d_xw);
   p.d_h0 = data<T>(d_h0);
   run_on_device(all, stream, gru_backward_cuda_workspace(p), "backward_cuda",
