@@ -130,6 +130,40 @@ def test_save_and_load_keras_file(rng, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("merge_mode", ["concat", "sum"])
+def test_inside_bidirectional(rng, tmp_path, merge_mode):
+    """keras.layers.Bidirectional(GateGRU(...)): both directions against the float64 oracle
+    (the backward one with go_backwards, as Keras runs it), training, saving and loading."""
+    units, features = 5, 3
+    x = rng.normal(size=(4, 9, features)).astype(np.float32)
+    mask = np.ones((4, 9), bool)
+    mask[1, 6:] = mask[3, 4:] = False  # right padding, as a Masking layer would give
+    inputs = keras.Input((None, features))
+    masked = keras.layers.Masking(0.0)(inputs)
+    bi = keras.layers.Bidirectional(GateGRU(units, return_sequences=True),
+                                    merge_mode=merge_mode, name="bi")
+    model = keras.Model(inputs, keras.layers.Dense(1)(bi(masked)))
+    model.compile("adam", "mse")
+    x[~mask] = 0.0
+    seq = np.asarray(bi(keras.layers.Masking(0.0)(x)))
+    fwd_w = bi.forward_layer.get_weights()
+    bwd_w = bi.backward_layer.get_weights()
+    fwd = gru_layer_reference(x, *fwd_w, mask=mask).h_seq
+    bwd = gru_layer_reference(x, *bwd_w, mask=mask, go_backwards=True).h_seq[:, ::-1]
+    expected = np.concatenate([fwd, bwd], -1) if merge_mode == "concat" else fwd + bwd
+    valid = mask[..., None]  # Keras fills the backward direction's padding its own way
+    np.testing.assert_allclose(np.where(valid, seq, 0), np.where(valid, expected, 0), atol=1e-5)
+    y = rng.normal(size=(4, 9, 1)).astype(np.float32)
+    history = model.fit(x, y, epochs=3, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert not np.allclose(bi.forward_layer.get_weights()[0], fwd_w[0])  # it trained
+    path = tmp_path / "bi.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded.get_layer("bi").forward_layer, GateGRU)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
 def test_config_round_trip():
     layer = GateGRU(4, return_gates=True, reset_after=False, go_backwards=True, dropout=0.2,
                     activation="relu", name="g")
