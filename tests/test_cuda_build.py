@@ -229,6 +229,11 @@ def test_forward_cuda_validates_before_touching_the_device():
                        dtype="bfloat16")
     with pytest.raises(TypeError, match="float16, float32 or float64"):
         k.forward_cuda(**bf16)  # int16 without dtype="bfloat16"
+    # As for the op, a (0,) mask means none: validation passes, the device answers.
+    with pytest.raises((RuntimeError, ValueError), match="cuda|not in device memory"):
+        k.forward_cuda(**ok, mask=FakeDeviceArray((0,), "|b1"))
+    with pytest.raises(ValueError, match=r"`mask` must have shape \(3, 4\)"):
+        k.forward_cuda(**ok, mask=FakeDeviceArray((3, 5), "|b1"))
     with pytest.raises(ValueError, match="hu_candidate"):
         k.backward_cuda(
             h0=ok["h0"],

@@ -195,6 +195,9 @@ def test_bad_shapes_name_the_argument(rng):
         forward(prob, mask=np.ones((2, 4), bool))
     with pytest.raises(TypeError, match="float32 or float64"):
         forward(dict(prob, xw=prob["xw"].astype(np.float16)))
+    # As for the op, a (0,) mask means none.
+    np.testing.assert_array_equal(forward(prob, mask=np.zeros((0,), bool))["h_seq"],
+                                  forward(prob)["h_seq"])
 
 
 def test_backward_bad_shapes_name_the_argument(rng):

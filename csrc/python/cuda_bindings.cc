@@ -75,6 +75,13 @@ std::optional<DeviceArray> optional_array(const py::object& obj, const char* nam
   return device_array(obj, name);
 }
 
+// The mask: None, or as for the op, shape (0,), means none.
+std::optional<DeviceArray> optional_mask(const py::object& obj) {
+  std::optional<DeviceArray> mask = optional_array(obj, "mask");
+  if (mask && is_none_vector(mask->shape)) return std::nullopt;
+  return mask;
+}
+
 template <typename T>
 const char* typestr_of() {
   // __cuda_array_interface__ has no bfloat16: such arrays come as int16 views of the bits
@@ -268,7 +275,7 @@ void forward_any(const py::object& xw, const py::object& h0, const py::object& u
   auto call = [&](auto tag) {
     forward_cuda<decltype(tag)>(x, device_array(h0, "h0"), device_array(u, "recurrent_kernel"),
                                 device_array(b, "recurrent_bias"), device_array(h_seq, "h_seq"),
-                                device_array(h_last, "h_last"), optional_array(mask, "mask"),
+                                device_array(h_last, "h_last"), optional_mask(mask),
                                 gates, reset_after, stream, parse_path(path),
                                 optional_array(kernel, "kernel"),
                                 optional_array(input_bias, "input_bias"));

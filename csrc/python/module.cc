@@ -153,9 +153,12 @@ std::optional<Array<T>> opt(const py::object& o) {
   return o.cast<Array<T>>();
 }
 
+// None, or as for the op, shape (0,), means no mask.
 std::optional<MaskArray> opt_mask(const py::object& o) {
   if (o.is_none()) return std::nullopt;
-  return o.cast<MaskArray>();
+  MaskArray mask = o.cast<MaskArray>();
+  if (gategru::is_none_vector(shape_of(mask))) return std::nullopt;
+  return mask;
 }
 
 py::dict forward_any(const py::array& inputs, const py::object& h0, const py::object& u,
