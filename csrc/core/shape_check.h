@@ -1,6 +1,7 @@
 // The op's shape rules, written once for the TF glue and the pybind11 module. Each check
 // returns an empty string when the shapes are valid, else a message naming the argument.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -37,6 +38,10 @@ bool is_absent(const Shape& s);
 // The inputs of GateGruForward as the op receives them (absent mask, kernel, input_bias).
 struct ForwardOpShapes {
   Shape inputs, h0, recurrent_kernel, recurrent_bias, mask, kernel, input_bias;
+  // The fields in the op's input order (its registration in csrc/tf/ops.cc).
+  std::array<Shape*, 7> in_op_order() {
+    return {&inputs, &h0, &recurrent_kernel, &recurrent_bias, &mask, &kernel, &input_bias};
+  }
 };
 // Checked once for the op kernels (CPU and GPU) and the graph-time shape function, so both
 // say the same thing. `projects`: a kernel was given (inputs are x, not xw).
@@ -48,6 +53,12 @@ std::string check_forward_op(const ForwardOpShapes& s, SequenceDims* dims, bool*
 struct BackwardOpShapes {
   Shape h0, recurrent_kernel, mask, h_seq, update, reset, candidate, hu_candidate, d_h_seq,
       d_h_last, d_update, d_reset, d_candidate;
+  // The fields in the op's input order (its registration in csrc/tf/ops.cc).
+  std::array<Shape*, 13> in_op_order() {
+    return {&h0,           &recurrent_kernel, &mask,    &h_seq,   &update,
+            &reset,        &candidate,        &hu_candidate, &d_h_seq, &d_h_last,
+            &d_update,     &d_reset,          &d_candidate};
+  }
 };
 std::string check_backward_op(const BackwardOpShapes& s, bool reset_after, SequenceDims* dims,
                               bool* has_mask);

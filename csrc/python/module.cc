@@ -91,6 +91,12 @@ const T* data_or_null(const std::optional<Array<T>>& a) {
   return a ? a->data() : nullptr;
 }
 
+// A gate gradient's data; an all-zero shape is "none" to the op, and is not read.
+template <typename T>
+const T* gate_grad_data(const std::optional<Array<T>>& a) {
+  return a && !gategru::is_absent(shape_of(*a)) ? a->data() : nullptr;
+}
+
 template <typename T>
 py::tuple backward(Array<T> h0, Array<T> u, std::optional<MaskArray> mask, Array<T> h_seq,
                    Array<T> z, Array<T> r, Array<T> hc, std::optional<Array<T>> hu,
@@ -123,10 +129,9 @@ py::tuple backward(Array<T> h0, Array<T> u, std::optional<MaskArray> mask, Array
   p.hu_candidate = reset_after ? hu->data() : nullptr;
   p.d_h_seq = d_h_seq.data();
   p.d_h_last = data_or_null(d_h_last);
-  // An all-zero gate gradient is "none" to the op; the kernel must then not read it.
-  p.d_update = d_z && !gategru::is_absent(shape_of(*d_z)) ? d_z->data() : nullptr;
-  p.d_reset = d_r && !gategru::is_absent(shape_of(*d_r)) ? d_r->data() : nullptr;
-  p.d_candidate = d_hc && !gategru::is_absent(shape_of(*d_hc)) ? d_hc->data() : nullptr;
+  p.d_update = gate_grad_data(d_z);
+  p.d_reset = gate_grad_data(d_r);
+  p.d_candidate = gate_grad_data(d_hc);
   Array<T> d_xw(std::vector<py::ssize_t>{B, T_, 3 * H});
   Array<T> d_h0(std::vector<py::ssize_t>{B, H});
   p.d_xw = d_xw.mutable_data();

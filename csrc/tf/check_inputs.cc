@@ -13,7 +13,7 @@ Shape shape_of(const tensorflow::Tensor& t) {
 
 // The op's first N inputs' shapes, in registration order.
 template <size_t N>
-void read_shapes(tensorflow::OpKernelContext* ctx, Shape* const (&out)[N]) {
+void read_shapes(tensorflow::OpKernelContext* ctx, const std::array<Shape*, N>& out) {
   for (size_t i = 0; i < N; ++i) *out[i] = shape_of(ctx->input(static_cast<int>(i)));
 }
 
@@ -26,19 +26,14 @@ absl::Status as_status(const std::string& err) {
 absl::Status check_forward_inputs(tensorflow::OpKernelContext* ctx, SequenceDims* dims,
                                   bool* has_mask, bool* projects) {
   ForwardOpShapes s;
-  Shape* fields[] = {&s.inputs, &s.h0,     &s.recurrent_kernel, &s.recurrent_bias,
-                     &s.mask,   &s.kernel, &s.input_bias};
-  read_shapes(ctx, fields);
+  read_shapes(ctx, s.in_op_order());
   return as_status(check_forward_op(s, dims, has_mask, projects));
 }
 
 absl::Status check_backward_inputs(tensorflow::OpKernelContext* ctx, bool reset_after,
                                    SequenceDims* dims, bool* has_mask) {
   BackwardOpShapes s;
-  Shape* fields[] = {&s.h0,        &s.recurrent_kernel, &s.mask,     &s.h_seq,   &s.update,
-                     &s.reset,     &s.candidate,        &s.hu_candidate, &s.d_h_seq,
-                     &s.d_h_last,  &s.d_update,         &s.d_reset,  &s.d_candidate};
-  read_shapes(ctx, fields);
+  read_shapes(ctx, s.in_op_order());
   return as_status(check_backward_op(s, reset_after, dims, has_mask));
 }
 

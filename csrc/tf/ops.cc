@@ -14,7 +14,7 @@ using ::tensorflow::shape_inference::ShapeHandle;
 
 // The op's first N inputs as Shapes, when every one of them is fully known.
 template <size_t N>
-bool known_shapes(InferenceContext* c, Shape* const (&out)[N]) {
+bool known_shapes(InferenceContext* c, const std::array<Shape*, N>& out) {
   for (size_t i = 0; i < N; ++i) {
     const ShapeHandle in = c->input(static_cast<int>(i));
     if (!c->FullyDefined(in)) return false;
@@ -79,9 +79,7 @@ absl::Status set_forward_outputs(InferenceContext* c, DimensionHandle b, Dimensi
 // time); partly known ones are merged as far as they are known.
 absl::Status forward_shape(InferenceContext* c) {
   ForwardOpShapes s;
-  Shape* const fields[] = {&s.inputs, &s.h0,     &s.recurrent_kernel, &s.recurrent_bias,
-                           &s.mask,   &s.kernel, &s.input_bias};
-  if (known_shapes(c, fields)) {
+  if (known_shapes(c, s.in_op_order())) {
     SequenceDims d;
     bool has_mask = false, projects = false;
     const std::string err = check_forward_op(s, &d, &has_mask, &projects);
@@ -119,12 +117,8 @@ absl::Status backward_shape(InferenceContext* c) {
   bool reset_after = true;
   TF_RETURN_IF_ERROR(c->GetAttr("reset_after", &reset_after));
   BackwardOpShapes s;
-  Shape* const fields[] = {&s.h0,       &s.recurrent_kernel, &s.mask,    &s.h_seq,
-                           &s.update,   &s.reset,            &s.candidate, &s.hu_candidate,
-                           &s.d_h_seq,  &s.d_h_last,         &s.d_update, &s.d_reset,
-                           &s.d_candidate};
   DimensionHandle b, t, h;
-  if (known_shapes(c, fields)) {
+  if (known_shapes(c, s.in_op_order())) {
     SequenceDims d;
     bool has_mask = false;
     const std::string err = check_backward_op(s, reset_after, &d, &has_mask);
