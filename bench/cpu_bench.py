@@ -185,8 +185,11 @@ class Bench:
     run: Callable[[int], list[float]]
     outputs: Callable[[], dict[str, np.ndarray]] | None = None  # forward results, for checks
     memory: dict[str, float | None] = field(default_factory=dict)  # see measure_memory()
-    times: list[float] = field(default_factory=list)
-    rounds: list[list[float]] = field(default_factory=list)  # the same times, by round
+    rounds: list[list[float]] = field(default_factory=list)  # wall times in ms, by round
+
+    @property
+    def times(self) -> list[float]:
+        return [t for r in self.rounds for t in r]
 
 
 # ---- Keras and GateGRU variants --------------------------------------------------------------
@@ -590,9 +593,7 @@ def time_benches(benches: list[Bench], args: argparse.Namespace) -> None:
         for i in order:
             k = (r + 1) * counts[i] // rounds - r * counts[i] // rounds
             if k:
-                times = benches[i].run(k)
-                benches[i].times.extend(times)
-                benches[i].rounds[r].extend(times)
+                benches[i].rounds[r].extend(benches[i].run(k))
                 time.sleep(0.05)  # let spinning worker threads of the last variant go idle
 
 
@@ -815,10 +816,11 @@ def main(argv: list[str] | None = None) -> int:
                 for server in servers:
                     server.close()
             for b in benches:
+                times = b.times
                 results.append({"shape": shape, "dims": list(dims), "variant": b.variant,
-                                "mode": b.mode, "status": "ok", "times_ms": b.times,
-                                "repeats": len(b.times), "median_ms": _median(b.times),
-                                "min_ms": min(b.times), "memory": b.memory,
+                                "mode": b.mode, "status": "ok", "times_ms": times,
+                                "repeats": len(times), "median_ms": _median(times),
+                                "min_ms": min(times), "memory": b.memory,
                                 "round_medians_ms": [_median(t) for t in b.rounds if t],
                                 "loadavg": [load0, load1]})
             kept.append((shape, [b for b in benches if not b.variant.startswith("onednn")]))
