@@ -158,8 +158,8 @@ def test_nan_row_does_not_leak_and_gradients_stay_finite(rng):
 
 @pytest.mark.parametrize("reset_after", [True, False])
 def test_gates_larger_than_the_caches_match_oracle(rng, reset_after):
-    """Gate tensors of 8 MB and more are written around the caches (streaming stores)."""
-    batch, time, units = 32, 520, 128  # 8.1 MB per gate in float32
+    """Gate tensors of 32 MB and more are written around the caches (streaming stores)."""
+    batch, time, units = 64, 1040, 128  # 34 MB per gate in float32
     args = random_inputs(rng, batch, time, units, np.float32)
     mask = random_mask(rng, batch, time, "holes")
     out = gru_sequence(*args, mask=mask, reset_after=reset_after, keep_cache=False)

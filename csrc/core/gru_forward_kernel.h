@@ -57,9 +57,11 @@ struct ForwardKernel {
   }
 
   // Gates are written once and not read again by this op. Once a gate tensor outgrows
-  // the caches, its writes go around them (no read of each line first, no eviction of
-  // the states and weights the next step reads): 3-4% of S3's time in our measurements.
-  bool stream_gates() const { return p.batch * p.time * H * int64_t{sizeof(T)} >= (8 << 20); }
+  // a last-level cache (32 MB), its writes go around the caches (no read of each line
+  // first, no eviction of the states and weights the next step reads). Below that, plain
+  // stores were as fast or faster: S2's 16 MB gates cost 10% streamed, 5% plain (AVX2:
+  // 12% and 4%); docs/cpu_performance.md.
+  bool stream_gates() const { return p.batch * p.time * H * int64_t{sizeof(T)} >= (32 << 20); }
 
   void store_opt(T* base, int64_t off, V v, int64_t w) const {
     if (!base) return;
