@@ -2,6 +2,9 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
+#include <cstdlib>
+#include <new>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -29,6 +32,18 @@ void require(const std::string& err) {
   if (!err.empty()) throw py::value_error(err);
 }
 
+// A new C-order array on a 64-byte boundary, as TensorFlow allocates. numpy's own start 16
+// bytes into a line, and the kernels' streaming stores need whole lines.
+template <typename T>
+Array<T> aligned_array(const std::vector<py::ssize_t>& shape) {
+  size_t bytes = sizeof(T);
+  for (const py::ssize_t n : shape) bytes *= static_cast<size_t>(n);
+  void* data = std::aligned_alloc(64, std::max<size_t>(64, (bytes + 63) / 64 * 64));
+  if (!data) throw std::bad_alloc();
+  py::capsule owner(data, [](void* q) { std::free(q); });
+  return Array<T>(shape, static_cast<T*>(data), owner);
+}
+
 template <typename T>
 py::dict forward(Array<T> inputs, Array<T> h0, Array<T> u, Array<T> b,
                  std::optional<MaskArray> mask, bool reset_after, bool with_gates, int threads,
@@ -42,7 +57,7 @@ py::dict forward(Array<T> inputs, Array<T> h0, Array<T> u, Array<T> b,
                                         mask ? &mshape : nullptr, &d, kernel ? &kshape : nullptr,
                                         input_bias ? &ibshape : nullptr));
   const std::vector<py::ssize_t> seq{d.batch, d.time, d.units};
-  Array<T> h_seq(seq), h_last(std::vector<py::ssize_t>{d.batch, d.units});
+  Array<T> h_seq = aligned_array<T>(seq), h_last = aligned_array<T>({d.batch, d.units});
   py::dict out;
   gategru::GruForwardParams<T> p;
   p.batch = d.batch;
@@ -58,7 +73,7 @@ py::dict forward(Array<T> inputs, Array<T> h0, Array<T> u, Array<T> b,
   p.h_seq = h_seq.mutable_data();
   p.h_last = h_last.mutable_data();
   if (with_gates) {
-    Array<T> z(seq), r(seq), hc(seq);
+    Array<T> z = aligned_array<T>(seq), r = aligned_array<T>(seq), hc = aligned_array<T>(seq);
     p.update = z.mutable_data();
     p.reset = r.mutable_data();
     p.candidate = hc.mutable_data();
@@ -66,7 +81,7 @@ py::dict forward(Array<T> inputs, Array<T> h0, Array<T> u, Array<T> b,
     out["reset"] = r;
     out["candidate"] = hc;
     if (reset_after) {
-      Array<T> hu(seq);
+      Array<T> hu = aligned_array<T>(seq);
       p.hu_candidate = hu.mutable_data();
       out["hu_candidate"] = hu;
     }
@@ -132,8 +147,8 @@ py::tuple backward(Array<T> h0, Array<T> u, std::optional<MaskArray> mask, Array
   p.d_update = gate_grad_data(d_z);
   p.d_reset = gate_grad_data(d_r);
   p.d_candidate = gate_grad_data(d_hc);
-  Array<T> d_xw(std::vector<py::ssize_t>{B, T_, 3 * H});
-  Array<T> d_h0(std::vector<py::ssize_t>{B, H});
+  Array<T> d_xw = aligned_array<T>({B, T_, 3 * H});
+  Array<T> d_h0 = aligned_array<T>({B, H});
   p.d_xw = d_xw.mutable_data();
   p.d_h0 = d_h0.mutable_data();
   {
