@@ -6,9 +6,6 @@
 #include <cstdlib>
 #include <new>
 #include <optional>
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 #include <stdexcept>
 #include <string>
 
@@ -36,9 +33,8 @@ void require(const std::string& err) {
 }
 
 // A new C-order array on a 64-byte boundary, as TensorFlow allocates. numpy's own start 16
-// bytes into a line, and the kernels' streaming stores need whole lines. Large ones are
-// fresh memory from the OS on every call; on 2 MB pages they fault in 512 times less often
-// (where transparent huge pages are "madvise", as here).
+// bytes into a line, and the kernels' streaming stores need whole lines. Large ones start
+// on a 2 MB boundary, so that all of their pages can be huge ones (gru_cpu.cc asks).
 template <typename T>
 Array<T> aligned_array(const std::vector<py::ssize_t>& shape) {
   constexpr size_t kHuge = size_t{2} << 20;
@@ -48,9 +44,6 @@ Array<T> aligned_array(const std::vector<py::ssize_t>& shape) {
   bytes = std::max(align, (bytes + align - 1) / align * align);
   void* data = std::aligned_alloc(align, bytes);
   if (!data) throw std::bad_alloc();
-#ifdef MADV_HUGEPAGE
-  if (align == kHuge) madvise(data, bytes, MADV_HUGEPAGE);  // advice only: failure is fine
-#endif
   py::capsule owner(data, [](void* q) { std::free(q); });
   return Array<T>(shape, static_cast<T*>(data), owner);
 }
