@@ -14,10 +14,13 @@
 namespace gategru {
 namespace {  // internal linkage: see gate_math.h
 
-template <typename T, int W, int R>
+// A unit block is NV vectors of W lanes (BW units); R rows × NV accumulators per block.
+template <typename T, int W, int R, int NV = 1>
 struct BackwardKernel {
   using S = Simd<T, W>;
   using V = typename S::V;
+  static constexpr int BW = NV * W;
+  static_assert(16 % BW == 0, "gru_cpu.cc pads the packed panels to a multiple of 16 units");
 
   const GruBackwardParams<T>& p;
   const CpuWorkspace<T>& ws;
@@ -29,11 +32,14 @@ struct BackwardKernel {
       : p(params),
         ws(w),
         seq{p.batch, p.time, p.units, p.mask, p.h0, p.h_seq, w.first_valid},
-        blk(choose_blocking(p.batch, p.units, W, R, workers)),
+        blk(choose_blocking(p.batch, p.units, BW, R, workers)),
         H(p.units) {}
 
   int64_t phases() const { return p.reset_after ? 1 : 2; }
-  const T* panel(int64_t ub) const { return ws.panels + ub * 3 * H * W; }
+  const T* panel(int64_t ub) const { return ws.panels + ub * 3 * H * BW; }
+  // Units of vector v of block ub: from j0 on, w of them (w ≤ 0: past the last unit).
+  int64_t unit0(int64_t ub, int v) const { return ub * BW + v * W; }
+  int64_t width(int64_t j0) const { return min64(W, H - j0); }
   T* g_state(int64_t b) const { return ws.rows_a + b * H; }
   T* g_carry(int64_t b) const { return ws.rows_b + b * H; }
   // The caller's d_hu, else scratch where step parity picks the buffer: a stage writes step
@@ -50,12 +56,15 @@ struct BackwardKernel {
   // of `a` are zero, so they add nothing.
   template <int Rows>
   void add_product(const T* const* a, int64_t k0, int64_t k1, int64_t b0, int64_t ub) const {
-    V acc[Rows][1];
-    panel_product<Rows, 1, S>(a, k0, k1, panel(ub), W, acc);
-    const int64_t j0 = ub * W, w = min64(W, H - j0);
-    for (int m = 0; m < Rows; ++m) {
-      T* g = g_state(b0 + m) + j0;
-      store_n<S>(g, load_n<S>(g, w) + acc[m][0], w);
+    V acc[Rows][NV];
+    panel_product<Rows, NV, S>(a, k0, k1, panel(ub), BW, acc);
+    for (int v = 0; v < NV; ++v) {
+      const int64_t j0 = unit0(ub, v), w = width(j0);
+      if (w <= 0) break;
+      for (int m = 0; m < Rows; ++m) {
+        T* g = g_state(b0 + m) + j0;
+        store_n<S>(g, load_n<S>(g, w) + acc[m][v], w);
+      }
     }
   }
 
@@ -105,21 +114,24 @@ struct BackwardKernel {
   void rows_reset_gate(int64_t t, int64_t b0, int64_t ub) const {
     const T* a[Rows];
     for (int m = 0; m < Rows; ++m) a[m] = p.d_xw + seq.row(b0 + m, t) * 3 * H;
-    V acc[Rows][1];
-    panel_product<Rows, 1, S>(a, 2 * H, 3 * H, panel(ub), W, acc);
-    const int64_t j0 = ub * W, w = min64(W, H - j0);
-    for (int m = 0; m < Rows; ++m) {
-      const int64_t b = b0 + m;
-      if (!seq.valid(b, t)) continue;
-      const int64_t off = seq.row(b, t) * H + j0;
-      const V r = load_n<S>(p.reset + off, w);
-      const V hp = load_n<S>(seq.h_prev(b, t) + j0, w);
-      const V drh = acc[m][0];
-      store_n<S>(p.d_xw + seq.row(b, t) * 3 * H + H + j0,
-                 reset_grad_reset_before(drh, opt(p.d_reset, off, w), r, hp), w);
-      T* g = g_state(b) + j0;
-      store_n<S>(g, load_n<S>(g, w) + drh * r, w);
+    V acc[Rows][NV];
+    panel_product<Rows, NV, S>(a, 2 * H, 3 * H, panel(ub), BW, acc);
+    for (int v = 0; v < NV; ++v) {
+      const int64_t j0 = unit0(ub, v), w = width(j0);
+      if (w <= 0) break;
+      for (int m = 0; m < Rows; ++m) reset_gate(t, b0 + m, j0, w, acc[m][v]);
     }
+  }
+
+  void reset_gate(int64_t t, int64_t b, int64_t j0, int64_t w, V drh) const {
+    if (!seq.valid(b, t)) return;
+    const int64_t off = seq.row(b, t) * H + j0;
+    const V r = load_n<S>(p.reset + off, w);
+    const V hp = load_n<S>(seq.h_prev(b, t) + j0, w);
+    store_n<S>(p.d_xw + seq.row(b, t) * 3 * H + H + j0,
+               reset_grad_reset_before(drh, opt(p.d_reset, off, w), r, hp), w);
+    T* g = g_state(b) + j0;
+    store_n<S>(g, load_n<S>(g, w) + drh * r, w);
   }
 
   // Phase 0 of reverse step t: finish dL/dh_t with step t+1's product, then step t's
@@ -133,8 +145,11 @@ struct BackwardKernel {
       add_product<Rows>(a, 0, p.reset_after ? 3 * H : 2 * H, b0, ub);
     }
     if (t < 0) return;
-    const int64_t j0 = ub * W, w = min64(W, H - j0);
-    for (int m = 0; m < Rows; ++m) pointwise(t, b0 + m, j0, w);
+    for (int v = 0; v < NV; ++v) {
+      const int64_t j0 = unit0(ub, v), w = width(j0);
+      if (w <= 0) break;
+      for (int m = 0; m < Rows; ++m) pointwise(t, b0 + m, j0, w);
+    }
   }
 
   void run_chunk(int64_t stage, int64_t chunk) const {
@@ -155,7 +170,7 @@ struct BackwardKernel {
   }
 
   void run(const Workers& workers) const {
-    pack_backward_panels(p.recurrent_kernel, H, int64_t{W}, ws.panels);
+    pack_backward_panels(p.recurrent_kernel, H, int64_t{BW}, ws.panels);
     const int64_t n = p.batch * H;
     for (int64_t i = 0; i < n; ++i) {
       ws.rows_a[i] = p.d_h_last ? p.d_h_last[i] : T(0);
