@@ -20,7 +20,7 @@ struct BackwardKernel {
   using S = Simd<T, W>;
   using V = typename S::V;
   static constexpr int BW = NV * W;
-  static_assert(16 % BW == 0, "gru_cpu.cc pads the packed panels to a multiple of 16 units");
+  static_assert(32 % BW == 0, "gru_cpu.cc pads the packed panels to a multiple of 32 units");
 
   const GruBackwardParams<T>& p;
   const CpuWorkspace<T>& ws;

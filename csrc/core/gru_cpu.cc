@@ -16,7 +16,7 @@
 namespace gategru {
 namespace {
 
-constexpr int64_t kUnitPadding = 16;  // panels are padded for the widest vector (16 floats)
+constexpr int64_t kUnitPadding = 32;  // panels are padded for the widest unit block (32 floats)
 
 CpuIsa best_cpu_isa() {
 #if defined(__x86_64__) && defined(GATEGRU_HAVE_AVX512)
