@@ -145,7 +145,8 @@ def _loss_and_weights(rng, ref):
 
 @pytest.mark.parametrize("reset_after", [True, False])
 @pytest.mark.parametrize("mask_kind", ["none", "holes"])
-# 29 units: AVX2's backward blocks are two vectors of 8, and the last one's second is partial
+# 29 units: the backward's two-vector blocks (AVX2 8 + 8, AVX-512 16 + 16) end in a partial
+# second vector
 @pytest.mark.parametrize(("batch", "time", "units", "threads"),
                          [(3, 11, 6, 1), (4, 7, 37, 2), (5, 6, 29, 2)])
 def test_backward_matches_finite_differences(isa, rng, reset_after, mask_kind, batch, time, units,

@@ -37,9 +37,15 @@ struct BackwardKernel {
 
   int64_t phases() const { return p.reset_after ? 1 : 2; }
   const T* panel(int64_t ub) const { return ws.panels + ub * 3 * H * BW; }
-  // Units of vector v of block ub: from j0 on, w of them (w ≤ 0: past the last unit).
-  int64_t unit0(int64_t ub, int v) const { return ub * BW + v * W; }
-  int64_t width(int64_t j0) const { return min64(W, H - j0); }
+  // f(v, j0, w) for each vector v of block ub that holds units: units j0 .. j0 + w.
+  template <typename F>
+  void for_vectors(int64_t ub, F&& f) const {
+    for (int v = 0; v < NV; ++v) {
+      const int64_t j0 = ub * BW + v * W;
+      if (j0 >= H) return;
+      f(v, j0, min64(W, H - j0));
+    }
+  }
   T* g_state(int64_t b) const { return ws.rows_a + b * H; }
   T* g_carry(int64_t b) const { return ws.rows_b + b * H; }
   // The caller's d_hu, else scratch where step parity picks the buffer: a stage writes step
@@ -58,14 +64,12 @@ struct BackwardKernel {
   void add_product(const T* const* a, int64_t k0, int64_t k1, int64_t b0, int64_t ub) const {
     V acc[Rows][NV];
     panel_product<Rows, NV, S>(a, k0, k1, panel(ub), BW, acc);
-    for (int v = 0; v < NV; ++v) {
-      const int64_t j0 = unit0(ub, v), w = width(j0);
-      if (w <= 0) break;
+    for_vectors(ub, [&](int v, int64_t j0, int64_t w) {
       for (int m = 0; m < Rows; ++m) {
         T* g = g_state(b0 + m) + j0;
         store_n<S>(g, load_n<S>(g, w) + acc[m][v], w);
       }
-    }
+    });
   }
 
   // Step t's pointwise gradients for one row and block of units.
@@ -116,11 +120,9 @@ struct BackwardKernel {
     for (int m = 0; m < Rows; ++m) a[m] = p.d_xw + seq.row(b0 + m, t) * 3 * H;
     V acc[Rows][NV];
     panel_product<Rows, NV, S>(a, 2 * H, 3 * H, panel(ub), BW, acc);
-    for (int v = 0; v < NV; ++v) {
-      const int64_t j0 = unit0(ub, v), w = width(j0);
-      if (w <= 0) break;
+    for_vectors(ub, [&](int v, int64_t j0, int64_t w) {
       for (int m = 0; m < Rows; ++m) reset_gate(t, b0 + m, j0, w, acc[m][v]);
-    }
+    });
   }
 
   void reset_gate(int64_t t, int64_t b, int64_t j0, int64_t w, V drh) const {
@@ -145,11 +147,9 @@ struct BackwardKernel {
       add_product<Rows>(a, 0, p.reset_after ? 3 * H : 2 * H, b0, ub);
     }
     if (t < 0) return;
-    for (int v = 0; v < NV; ++v) {
-      const int64_t j0 = unit0(ub, v), w = width(j0);
-      if (w <= 0) break;
+    for_vectors(ub, [&](int, int64_t j0, int64_t w) {
       for (int m = 0; m < Rows; ++m) pointwise(t, b0 + m, j0, w);
-    }
+    });
   }
 
   void run_chunk(int64_t stage, int64_t chunk) const {
