@@ -43,6 +43,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET_S = 450  # of the 8 minutes the device call allows, leaving time to write results
+MEMCHECK_S = 80  # kept back from the timing grid for the memcheck stage
 
 
 def log(msg: str) -> None:
@@ -655,12 +656,44 @@ def time_one(torch, ours, dev, dtype, bsz, t, h, base, record, deadline) -> None
                 raise
 
 
+def run_memcheck(ours, record, device: str = "cuda") -> None:
+    """Small cases on every launch path, meant to run under compute-sanitizer's memcheck:
+    an out-of-bounds or misaligned access in any kernel fails the stage's exit code."""
+    import torch
+
+    dev = torch.device(device)
+    gen = torch.Generator(device=dev).manual_seed(int(time.time()))
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    bsz, t, h = 5, 9, 45  # odd sizes: partial tiles everywhere
+    for dtype in (torch.float32, torch.float16):
+        for reset_after in (True, False):
+            for masked in (False, True):
+                for path in ("persistent", "step"):
+                    def randn(*shape, scale=1.0, dtype=dtype):
+                        return (torch.randn(*shape, device=dev, generator=gen) * scale).to(dtype)
+
+                    mask = (torch.rand(bsz, t, device=dev, generator=gen) > 0.3) if masked else None
+                    xw, h0 = randn(bsz, t, 3 * h), randn(bsz, h, scale=0.5)
+                    u, b = randn(h, 3 * h, scale=h**-0.5), randn(3 * h, scale=0.3)
+                    fwd = ours.forward(xw, h0, u, b, mask=mask, reset_after=reset_after, path=path)
+                    gates = tuple(randn(bsz, t, h) for _ in range(3))
+                    ours.backward(fwd, h0, u, randn(bsz, t, h), randn(bsz, h), gates, mask=mask,
+                                  reset_after=reset_after, path=path)
+                    sync()
+                    record(kind="memcheck_case", dtype=str(dtype), reset_after=reset_after,
+                           masked=masked, path=path)
+    record(kind="done")
+
+
 # ---------------------------------------------------------------------------------------
 # Parent: stages, time guard, report
 
 
-def run_child(stage: str, kernels_path: str, lines: Path, timeout: float, extra=()) -> str:
+def run_child(
+    stage: str, kernels_path: str, lines: Path, timeout: float, extra=(), prefix=(), log_to=None
+) -> str:
     cmd = [
+        *prefix,
         sys.executable,
         __file__,
         "--stage",
@@ -672,7 +705,9 @@ def run_child(stage: str, kernels_path: str, lines: Path, timeout: float, extra=
         *extra,
     ]
     try:
-        done = subprocess.run(cmd, timeout=max(timeout, 5), check=False)
+        with open(log_to, "w") if log_to else open(os.devnull, "w") as sink:
+            output = {"stdout": sink, "stderr": subprocess.STDOUT} if log_to else {}
+            done = subprocess.run(cmd, timeout=max(timeout, 5), check=False, **output)
         return "ok" if done.returncode == 0 else f"exit code {done.returncode}"
     except subprocess.TimeoutExpired:
         return f"timed out after {timeout:.0f} s"
@@ -738,11 +773,38 @@ def markdown(report: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def memcheck(sanitizer: str, kernels_path: str, work: Path, out_dir: Path, stamp: str,
+             deadline: float) -> dict:
+    """The memcheck stage under compute-sanitizer; ok when it finished with no error."""
+    log("memcheck (compute-sanitizer)")
+    lines = work / "memcheck.jsonl"
+    log_path = out_dir / f"gpu-{stamp}-memcheck.log"
+    status = run_child(
+        "memcheck",
+        kernels_path,
+        lines,
+        deadline - time.time(),
+        prefix=(sanitizer, "--tool", "memcheck", "--error-exitcode", "99"),
+        log_to=log_path,
+    )
+    text = log_path.read_text(errors="replace") if log_path.exists() else ""
+    summary = [line for line in text.splitlines() if "ERROR SUMMARY" in line]
+    complete = any(r["kind"] == "done" for r in read_lines(lines))
+    ok = status == "ok" and complete
+    if status == "exit code 99":  # the sanitizer found errors: a result, not a breakdown
+        status = "ok"
+    log(f"memcheck: {'clean' if ok else 'FAILED'} ({status}; {summary[-1:] or 'no summary'})")
+    return {"status": status, "ok": ok, "complete": complete, "summary": summary[-1:],
+            "log": log_path.name}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small timing grid")
     parser.add_argument("--budget", type=float, default=BUDGET_S, help="seconds for everything")
-    parser.add_argument("--stage", choices=("correctness", "timing"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--stage", choices=("correctness", "timing", "memcheck"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--kernels", help=argparse.SUPPRESS)
     parser.add_argument("--lines", help=argparse.SUPPRESS)
     parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
@@ -756,6 +818,11 @@ def main() -> int:
         return 0
     if args.stage == "timing":
         run_timing(args.kernels, Recorder(args.lines), args.deadline, args.quick)
+        return 0
+    if args.stage == "memcheck":
+        import torch
+
+        run_memcheck(Ours(load_module(args.kernels), torch), Recorder(args.lines))
         return 0
 
     start = time.time()
@@ -816,14 +883,16 @@ def main() -> int:
             f"correctness: {sum(c['ok'] for c in report['checks'])}/{len(report['checks'])} "
             f"checks passed ({status})"
         )
+        sanitizer = shutil.which("compute-sanitizer")
+        memcheck_s = MEMCHECK_S if sanitizer else 0
         log("timing")
         lines = work / "timing.jsonl"
         status = run_child(
             "timing",
             kernels_path,
             lines,
-            deadline - time.time() - 10,
-            ["--deadline", str(deadline - 20)] + (["--quick"] if args.quick else []),
+            deadline - time.time() - 10 - memcheck_s,
+            ["--deadline", str(deadline - 20 - memcheck_s)] + (["--quick"] if args.quick else []),
         )
         got = read_lines(lines)
         report["timings"] = [r for r in got if r["kind"] == "timing"]
@@ -833,6 +902,14 @@ def main() -> int:
         report["notes"] += [f"timing stopped: {r['error']}" for r in got if r["kind"] == "fatal"]
         if status != "ok":
             report["notes"].append(f"timing stage: {status}")
+        if sanitizer:
+            report["memcheck"] = memcheck(sanitizer, kernels_path, work, out_dir, stamp, deadline)
+            if report["memcheck"]["status"] == "ok":
+                report["correct"] = report["correct"] and report["memcheck"]["ok"]
+            else:
+                report["notes"].append(f"memcheck inconclusive: {report['memcheck']['status']}")
+        else:
+            report["notes"].append("compute-sanitizer not found: no memcheck run")
     report["elapsed_s"] = round(time.time() - start, 1)
     json_path = out_dir / f"gpu-{stamp}.json"
     json_path.write_text(json.dumps(report, indent=1))

@@ -91,6 +91,8 @@ def main() -> int:
                 failed.append(r)
 
     check.run_correctness(kernels, CpuOurs(kernels, torch), record, device="cpu")
+    memcheck = []
+    check.run_memcheck(CpuOurs(kernels, torch), lambda **r: memcheck.append(r), device="cpu")
 
     def wall_ms(torch_, fn, deadline):
         start = time.perf_counter()
@@ -107,9 +109,12 @@ def main() -> int:
     errors = [r for r in timings if "error" in r]
     print(f"checks per test: {counts}; failed: {len(failed)}")
     print(f"timing cases: {len(timings)}; errors: {len(errors)}")
+    memcheck_cases = sum(r["kind"] == "memcheck_case" for r in memcheck)
+    memcheck_done = any(r["kind"] == "done" for r in memcheck)
+    print(f"memcheck stage cases: {memcheck_cases}; finished: {memcheck_done}")
     for r in (failed + errors)[:10]:
         print(r)
-    return 1 if failed or errors else 0
+    return 1 if failed or errors or not memcheck_done else 0
 
 
 if __name__ == "__main__":
