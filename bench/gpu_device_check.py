@@ -43,7 +43,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET_S = 450  # of the 8 minutes the device call allows, leaving time to write results
-MEMCHECK_S = 80  # kept back from the timing grid for the memcheck stage
+MEMCHECK_S = 40  # kept back from the timing grid for the memcheck stage
 
 
 def log(msg: str) -> None:
@@ -656,6 +656,72 @@ def time_one(torch, ours, dev, dtype, bsz, t, h, base, record, deadline) -> None
                 raise
 
 
+def run_sweep(kernels_path: str, record: Recorder, deadline: float) -> None:
+    """The persistent kernel's launch shapes (units per block, batch chunks) against each
+    other, fp32 forward with gates (and backward for two shapes each), T = 500: the data
+    behind cuda_launch_heuristics.h's persistent_* rules."""
+    import torch
+
+    kernels = load_module(kernels_path)
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    try:
+        for h in (128, 256, 512, 1024):
+            for bsz in (1, 16, 64, 256):
+                if not sweep_shape(torch, kernels, sms, h, bsz, record, deadline):
+                    return
+                torch.cuda.empty_cache()
+    finally:
+        kernels.cuda_set_launch_override(0, 0)
+    record(kind="done")
+
+
+def sweep_shape(torch, kernels, sms, h, bsz, record, deadline, device="cuda", t=500) -> bool:
+    """One (H, B) of run_sweep; False once the deadline has passed."""
+    ours = Ours(kernels, torch) if device == "cuda" else kernels.ours
+    dev = torch.device(device)
+    gen = torch.Generator(device=dev).manual_seed(1)
+    xw = torch.randn(bsz, t, 3 * h, device=dev, generator=gen)
+    h0 = torch.randn(bsz, h, device=dev, generator=gen) * 0.5
+    u = torch.randn(h, 3 * h, device=dev, generator=gen) * h**-0.5
+    b = torch.randn(3 * h, device=dev, generator=gen) * 0.3
+    g = torch.randn(bsz, t, h, device=dev, generator=gen)
+    fwd = ours.forward(xw, h0, u, b)
+    kernels.cuda_set_launch_override(0, 0)
+    default = kernels.cuda_launch_plan(bsz, h, "float32")
+    seen = set()
+    old_slice = max(1, min(8, -(-h // sms)))  # the rule before batch chunks
+    for slice_width in sorted({8, old_slice}, reverse=True):
+        ys, y = set(), 1
+        while y <= max(1, sms // -(-h // slice_width)):
+            ys.add(y)
+            y *= 2
+        if slice_width == 8:
+            ys.add(default["blocks_y"])
+        for y in sorted(ys):
+            if time.time() > deadline:
+                record(kind="sweep", skipped="time budget", H=h, B=bsz)
+                return False
+            kernels.cuda_set_launch_override(slice_width, y)
+            plan = kernels.cuda_launch_plan(bsz, h, "float32")
+            key = (plan["blocks_x"], plan["blocks_y"], plan["persistent"])
+            if key in seen:
+                continue
+            seen.add(key)
+            is_default = key[:2] == (default["blocks_x"], default["blocks_y"])
+            row = dict(kind="sweep", H=h, B=bsz, T=t, plan=plan, default=is_default)
+            row["fwd"] = cuda_time_ms(torch, lambda: ours.forward(xw, h0, u, b), deadline)
+            if (y == 1 or is_default) and slice_width == 8:
+                row["bwd"] = cuda_time_ms(torch, lambda: ours.backward(fwd, h0, u, g), deadline)
+            record(**row)
+            log(
+                f"sweep H={h:<5} B={bsz:<4} blocks {plan['blocks_x']:>4}x{plan['blocks_y']:<3} "
+                f"fwd {row['fwd']['ms']:8.3f} ms"
+                + (f"  bwd {row['bwd']['ms']:8.3f} ms" if "bwd" in row else "")
+                + ("  (default)" if is_default else "")
+            )
+    return True
+
+
 def run_memcheck(ours, record, device: str = "cuda") -> None:
     """Small cases on every launch path, meant to run under compute-sanitizer's memcheck:
     an out-of-bounds or misaligned access in any kernel fails the stage's exit code."""
@@ -762,6 +828,25 @@ def markdown(report: dict) -> str:
             f"{cell(v.get('ours_fwd_nogates'))} | {fwd_ratio} | "
             f"{cell(v.get('cudnn_fwd_bwd'))} | {cell(v.get('ours_fwd_bwd'))} | {bwd_ratio} |"
         )
+    if report.get("sweep"):
+        out += [
+            "",
+            f"Launch-shape sweep (fp32, gates on, T={report['sweep'][0].get('T')}, I=H; "
+            "blocks = unit slices × batch chunks; ms):",
+            "",
+            "| H | B | blocks | forward | backward | |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in report["sweep"]:
+            if "plan" not in r:
+                continue
+            plan = r["plan"]
+            out.append(
+                f"| {r['H']} | {r['B']} | {plan['blocks_x']}×{plan['blocks_y']}"
+                f"{'' if plan['persistent'] else ' (step)'} | {cell(r['fwd']['ms'])} | "
+                f"{cell(r['bwd']['ms']) if 'bwd' in r else '–'} | "
+                f"{'default' if r['default'] else ''} |"
+            )
     failed = [c for c in report["checks"] if not c.get("ok")]
     out += ["", f"Correctness checks: {len(report['checks'])}, failed: {len(failed)}."]
     hidden = ("kind", "name", "ok")
@@ -803,7 +888,15 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small timing grid")
     parser.add_argument("--budget", type=float, default=BUDGET_S, help="seconds for everything")
     parser.add_argument(
-        "--stage", choices=("correctness", "timing", "memcheck"), help=argparse.SUPPRESS
+        "--sweep",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="after the timing grid, this many seconds of the persistent kernel's launch-shape "
+        "sweep (cuda_set_launch_override); taken from the budget",
+    )
+    parser.add_argument(
+        "--stage", choices=("correctness", "timing", "memcheck", "sweep"), help=argparse.SUPPRESS
     )
     parser.add_argument("--kernels", help=argparse.SUPPRESS)
     parser.add_argument("--lines", help=argparse.SUPPRESS)
@@ -818,6 +911,9 @@ def main() -> int:
         return 0
     if args.stage == "timing":
         run_timing(args.kernels, Recorder(args.lines), args.deadline, args.quick)
+        return 0
+    if args.stage == "sweep":
+        run_sweep(args.kernels, Recorder(args.lines), args.deadline)
         return 0
     if args.stage == "memcheck":
         import torch
@@ -891,8 +987,9 @@ def main() -> int:
             "timing",
             kernels_path,
             lines,
-            deadline - time.time() - 10 - memcheck_s,
-            ["--deadline", str(deadline - 20 - memcheck_s)] + (["--quick"] if args.quick else []),
+            deadline - time.time() - 10 - memcheck_s - args.sweep,
+            ["--deadline", str(deadline - 20 - memcheck_s - args.sweep)]
+            + (["--quick"] if args.quick else []),
         )
         got = read_lines(lines)
         report["timings"] = [r for r in got if r["kind"] == "timing"]
@@ -902,6 +999,15 @@ def main() -> int:
         report["notes"] += [f"timing stopped: {r['error']}" for r in got if r["kind"] == "fatal"]
         if status != "ok":
             report["notes"].append(f"timing stage: {status}")
+        if args.sweep > 0:
+            log("launch-shape sweep")
+            lines = work / "sweep.jsonl"
+            sweep_end = deadline - memcheck_s
+            status = run_child("sweep", kernels_path, lines, sweep_end - time.time() + 5,
+                               ["--deadline", str(sweep_end - 5)])
+            report["sweep"] = [r for r in read_lines(lines) if r["kind"] == "sweep"]
+            if status != "ok":
+                report["notes"].append(f"sweep stage: {status}")
         if sanitizer:
             report["memcheck"] = memcheck(sanitizer, kernels_path, work, out_dir, stamp, deadline)
             if report["memcheck"]["status"] == "ok":

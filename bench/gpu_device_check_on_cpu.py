@@ -106,6 +106,26 @@ def main() -> int:
         base = dict(kind="timing", dtype=label, B=2, T=7, I=16, H=16)
         check.time_one(torch, CpuOurs(kernels, torch), torch.device("cpu"), dtype, 2, 7, 16,
                        base, lambda **r: timings.append(r), time.time() + 120)
+    # the launch-shape sweep's loop, with a fake plan that follows the override
+    override = {"slice": 0, "y": 0}
+
+    def set_override(slice_width, blocks_y):
+        override.update(slice=slice_width, y=blocks_y)
+
+    def plan(batch, units, dtype):
+        width = override["slice"] or 8
+        return {"persistent": True, "blocks_x": -(-units // width),
+                "blocks_y": override["y"] or 2, "rows_per_block": batch}
+
+    kernels.cuda_set_launch_override, kernels.cuda_launch_plan = set_override, plan
+    kernels.ours = CpuOurs(kernels, torch)
+    sweep = []
+    check.sweep_shape(torch, kernels, 4, 16, 3, lambda **r: sweep.append(r), time.time() + 60,
+                      device="cpu", t=6)
+    report = {"date": "-", "device": "cpu", "torch": "-", "cudnn": "-", "correct": True,
+              "timings": [], "checks": [], "notes": [], "sweep": sweep}
+    sweep_ok = len(sweep) >= 3 and "| 16 | 3 |" in check.markdown(report)
+    print(f"sweep rows: {len(sweep)}; table: {sweep_ok}")
     errors = [r for r in timings if "error" in r]
     print(f"checks per test: {counts}; failed: {len(failed)}")
     print(f"timing cases: {len(timings)}; errors: {len(errors)}")
@@ -114,7 +134,7 @@ def main() -> int:
     print(f"memcheck stage cases: {memcheck_cases}; finished: {memcheck_done}")
     for r in (failed + errors)[:10]:
         print(r)
-    return 1 if failed or errors or not memcheck_done else 0
+    return 1 if failed or errors or not memcheck_done or not sweep_ok else 0
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 // Plain C++ (the host side of gru_forward.cu / gru_backward.cu uses it; so may tests).
 #pragma once
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 
@@ -21,11 +22,29 @@ constexpr int kKUnroll = 4;
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Units per block: spread the units over every SM (one block each: the most a grid-wide
+// Per-step path, units per block: spread the units over every SM (one block each: the most a grid-wide
 // barrier can hold without oversubscribing), but at most kSliceMax.
 inline int slice_width(int64_t units, int sm_count) {
   return static_cast<int>(std::clamp<int64_t>(ceil_div(units, std::max(sm_count, 1)), 1,
                                               kSliceMax));
+}
+
+// Persistent kernel, units per block: the widest slice. A block's product costs the same at
+// any width up to kSliceMax (its accumulators and weight loads are kSliceMax wide), so
+// wider slices only mean fewer blocks: a cheaper grid barrier, and SMs left over for
+// splitting the batch (persistent_blocks_y).
+inline int persistent_slice_width(int64_t units) {
+  return static_cast<int>(std::clamp<int64_t>(units, 1, kSliceMax));
+}
+
+// Persistent kernel, batch chunks (grid.y): every block slot the device can hold at once,
+// down to one row group (kRowsPerWarp rows) per block. Each chunk is one more block at the
+// barrier, but fewer rows per block mean fewer passes over the slice per step and more
+// warps sharing each dot product (warps_per_row): per-step latency is what the sequence
+// waits on.
+inline int64_t persistent_blocks_y(int64_t batch, int64_t blocks_x, int64_t resident_blocks) {
+  const int64_t room = std::max<int64_t>(1, resident_blocks / std::max<int64_t>(blocks_x, 1));
+  return std::clamp<int64_t>(ceil_div(batch, kRowsPerWarp), 1, room);
 }
 
 // Warps splitting one row group's k range: with fewer row groups than warps (small
@@ -62,6 +81,17 @@ inline const char* persistent_refusal(bool cooperative, size_t smem, size_t smem
   if (static_cast<int64_t>(blocks_per_sm) * sm_count < blocks)
     return "not every block can be resident at once (grid barrier impossible)";
   return nullptr;
+}
+
+// A benchmark's override of the persistent kernel's launch shape (0: the heuristic),
+// process-wide, for tuning sweeps on a new GPU (bench/gpu_device_check.py --sweep).
+struct PersistentOverride {
+  std::atomic<int> slice_width{0};
+  std::atomic<int64_t> blocks_y{0};
+};
+inline PersistentOverride& persistent_override() {
+  static PersistentOverride o;
+  return o;
 }
 
 // Per-step path: split the batch over grid.y until there are about two blocks per SM, but

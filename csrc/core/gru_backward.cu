@@ -131,7 +131,8 @@ __device__ __forceinline__ void backward_phase(const BackwardArgs<T>& a, const S
   }
 }
 
-// The whole reverse sweep in one cooperative launch: block x owns units [x·slice, +slice).
+// The whole reverse sweep in one cooperative launch: block (x, y) owns units
+// [x·slice, +slice) of rows [y·rpb, +rpb).
 template <typename T, bool kResetAfter>
 __global__ void __launch_bounds__(kThreads, 1) backward_persistent(BackwardArgs<T> a) {
   using A = AccOf<T>;
@@ -144,13 +145,15 @@ __global__ void __launch_bounds__(kThreads, 1) backward_persistent(BackwardArgs<
   fill_smem_slice(weights, backward_slice(a.p.recurrent_kernel, H, j0, wb), H);
   __syncthreads();
   const SmemSlice<A> s{weights};
+  const int64_t row0 = static_cast<int64_t>(blockIdx.y) * a.rows_per_block;
+  const int64_t row1 = min(a.p.batch, row0 + a.rows_per_block);
   cg::grid_group grid = cg::this_grid();
   for (int64_t t = a.p.time - 1; t >= -1; --t) {
-    backward_phase<T, kResetAfter, kStage>(a, s, t, j0, wb, 0, a.p.batch, red);
+    backward_phase<T, kResetAfter, kStage>(a, s, t, j0, wb, row0, row1, red);
     if (t < 0) break;
     grid.sync();  // step t's gradients of every unit
     if constexpr (!kResetAfter) {
-      backward_phase<T, false, kReset>(a, s, t, j0, wb, 0, a.p.batch, red);
+      backward_phase<T, false, kReset>(a, s, t, j0, wb, row0, row1, red);
       grid.sync();
     }
   }

@@ -33,7 +33,7 @@ std::string cuda_error_string(int code);
 struct CudaLaunchPlan {
   bool persistent = false;
   int64_t blocks_x = 0;        // unit slices
-  int64_t blocks_y = 0;        // batch chunks (per-step path only; 1 when persistent)
+  int64_t blocks_y = 0;        // batch chunks
   int slice_width = 0;         // hidden units per block
   int warps_per_row = 0;       // warps splitting one row group's dot products
   int64_t rows_per_block = 0;

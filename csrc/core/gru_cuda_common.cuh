@@ -330,15 +330,18 @@ int plan_launch(const void* persistent_kernel, int64_t batch, int64_t units, Cud
   CHECK_CUDA(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, device));
   CHECK_CUDA(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   *plan = CudaLaunchPlan{};
-  plan->slice_width = cl::slice_width(units, sms);
+  const cl::PersistentOverride& forced = cl::persistent_override();
+  const int forced_slice = forced.slice_width.load();
+  plan->slice_width = forced_slice > 0 ? std::min(forced_slice, cl::kSliceMax)
+                                       : cl::persistent_slice_width(units);
   plan->blocks_x = cl::ceil_div(units, plan->slice_width);
   const size_t smem = cl::persistent_smem_bytes<T>(units);
   const char* refusal = "per-step path requested";
+  int per_sm = 0;
   if (path != CudaPath::kPerStep) {
     cudaFuncAttributes attributes;  // the kernel's static shared memory counts against optin
     CHECK_CUDA(cudaFuncGetAttributes(&attributes, persistent_kernel));
     const int dynamic_limit = optin - static_cast<int>(attributes.sharedSizeBytes);
-    int per_sm = 0;
     if (coop != 0 && smem <= static_cast<size_t>(dynamic_limit)) {
       // The device's whole opt-in limit, not this call's size: the limit is one value per
       // kernel for the process, and a concurrent call with a smaller H must not lower it
@@ -352,9 +355,14 @@ int plan_launch(const void* persistent_kernel, int64_t batch, int64_t units, Cud
                                      per_sm, plan->blocks_x, sms);
   }
   if (!refusal) {
+    const int64_t resident = static_cast<int64_t>(per_sm) * sms;
+    const int64_t forced_y = forced.blocks_y.load();
+    const int64_t want_y =
+        forced_y > 0 ? std::min(forced_y, std::max<int64_t>(1, resident / plan->blocks_x))
+                     : cl::persistent_blocks_y(batch, plan->blocks_x, resident);
     plan->persistent = true;
-    plan->blocks_y = 1;
-    plan->rows_per_block = batch;
+    plan->rows_per_block = cl::ceil_div(batch, want_y);
+    plan->blocks_y = cl::ceil_div(batch, plan->rows_per_block);  // no empty chunk
     plan->smem_bytes = smem;
     plan->reason = "persistent: every block and its weight slice fit on the device";
   } else {
@@ -362,6 +370,8 @@ int plan_launch(const void* persistent_kernel, int64_t batch, int64_t units, Cud
       plan->reason = refusal;
       return cudaErrorNotSupported;
     }
+    plan->slice_width = cl::slice_width(units, sms);
+    plan->blocks_x = cl::ceil_div(units, plan->slice_width);
     plan->rows_per_block = cl::step_rows_per_block(batch, plan->blocks_x, sms);
     plan->blocks_y = cl::ceil_div(batch, plan->rows_per_block);
     plan->reason = std::string("per-step: ") + refusal;
@@ -376,12 +386,13 @@ int plan_launch(const void* persistent_kernel, int64_t batch, int64_t units, Cud
 template <typename Acc, typename Args>
 int launch_persistent(void (*kernel)(Args), int64_t batch, int64_t units, CudaPath path,
                       cudaStream_t stream, CudaLaunchPlan* plan, Args* a) {
-  const int rc = launch_cooperative(kernel, dim3(static_cast<unsigned>(plan->blocks_x)),
-                                    plan->smem_bytes, stream, *a);
+  const dim3 grid(static_cast<unsigned>(plan->blocks_x), static_cast<unsigned>(plan->blocks_y));
+  const int rc = launch_cooperative(kernel, grid, plan->smem_bytes, stream, *a);
   if (rc != cudaErrorCooperativeLaunchTooLarge || path == CudaPath::kPersistent) return rc;
   CHECK_CUDA(plan_launch<Acc>(reinterpret_cast<const void*>(kernel), batch, units,
                               CudaPath::kPerStep, plan));
   plan->reason = "per-step: the runtime refused the cooperative launch";
+  a->slice = plan->slice_width;
   a->kw = plan->warps_per_row;
   a->rows_per_block = plan->rows_per_block;
   return cudaSuccess;

@@ -113,7 +113,8 @@ __device__ __forceinline__ void forward_phase(const ForwardArgs<T>& a, const Sli
   }
 }
 
-// The whole sequence in one cooperative launch: block x owns units [x·slice, +slice).
+// The whole sequence in one cooperative launch: block (x, y) owns units [x·slice, +slice)
+// of rows [y·rpb, +rpb).
 template <typename T, bool kResetAfter>
 __global__ void __launch_bounds__(kThreads, 1) forward_persistent(ForwardArgs<T> a) {
   using A = AccOf<T>;
@@ -126,14 +127,16 @@ __global__ void __launch_bounds__(kThreads, 1) forward_persistent(ForwardArgs<T>
   fill_smem_slice(weights, forward_slice(a.p.recurrent_kernel, H, j0, wb), H);
   __syncthreads();
   const SmemSlice<A> s{weights};
+  const int64_t row0 = static_cast<int64_t>(blockIdx.y) * a.rows_per_block;
+  const int64_t row1 = min(a.p.batch, row0 + a.rows_per_block);
   cg::grid_group grid = cg::this_grid();
   for (int64_t t = 0; t < a.p.time; ++t) {
     if constexpr (kResetAfter) {
-      forward_phase<T, kAll>(a, s, t, j0, wb, 0, a.p.batch, red);
+      forward_phase<T, kAll>(a, s, t, j0, wb, row0, row1, red);
     } else {
-      forward_phase<T, kZR>(a, s, t, j0, wb, 0, a.p.batch, red);
+      forward_phase<T, kZR>(a, s, t, j0, wb, row0, row1, red);
       grid.sync();  // r⊙h_prev of every unit
-      forward_phase<T, kCand>(a, s, t, j0, wb, 0, a.p.batch, red);
+      forward_phase<T, kCand>(a, s, t, j0, wb, row0, row1, red);
     }
     if (t + 1 < a.p.time) grid.sync();  // h_t of every unit
   }

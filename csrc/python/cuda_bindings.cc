@@ -13,6 +13,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../core/cuda_launch_heuristics.h"
 #include "../core/gru_cuda.h"
 #include "../core/shape_check.h"
 
@@ -433,6 +434,18 @@ void register_cuda_bindings(py::module_& m) {
         "Backward of forward_cuda() into caller-allocated d_xw (B,T,3H) and d_h0 (B,H): the "
         "gradients of the pre-activations and of h0. Weight gradients are sums over time "
         "that the caller forms with matmuls. Same conventions as forward_cuda.");
+  m.def(
+      "cuda_set_launch_override",
+      [](int slice_width, int64_t blocks_y) {
+        if (slice_width < 0 || blocks_y < 0)
+          throw py::value_error("`slice_width` and `blocks_y` must be >= 0 (0: the heuristic)");
+        cuda_launch::persistent_override().slice_width = slice_width;
+        cuda_launch::persistent_override().blocks_y = blocks_y;
+      },
+      py::arg("slice_width") = 0, py::arg("blocks_y") = 0,
+      "For tuning sweeps: forces the persistent kernel's units per block (at most 8) and "
+      "batch chunks (at most what fits at once), process-wide, for every later call and "
+      "plan; 0 restores the heuristic.");
   m.def("cuda_launch_plan", &cuda_launch_plan, py::arg("batch"), py::arg("units"),
         py::arg("dtype") = "float32", py::arg("backward") = false, py::arg("reset_after") = true,
         py::arg("path") = "auto",

@@ -210,13 +210,15 @@ int main(int argc, char** argv) {
       for (CudaPath path : {CudaPath::kPersistent, CudaPath::kPerStep})
         run_case<double>(5, 3, 11, ra, 1, 2, path, true, true, seed++);
     run_case<double>(5, 3, 11, true, 1, 2, CudaPath::kPersistent, true, false, seed++, 6);
+    run_case<double>(5, 3, 11, false, 1, 4, CudaPath::kPersistent, true, true, seed++);  // grid.y = 2
     run_case_16<Half>(3, 4, 11, true, CudaPath::kPersistent, 3e-3, seed++);
     run_case_16<BFloat16>(3, 4, 11, false, CudaPath::kPerStep, 2.5e-2, seed++);
     refused_cooperative_launch(seed);
     std::printf("%d failures\n", failures);
     return failures != 0;
   }
-  struct S { int64_t B, T, H; int sms; } shapes[] = {{1, 5, 20, 5}, {5, 6, 37, 5}, {40, 4, 37, 5}, {3, 0, 9, 3}, {2, 3, 1, 4}, {19, 3, 11, 2}};
+  struct S { int64_t B, T, H; int sms; } shapes[] = {{1, 5, 20, 5}, {5, 6, 37, 5}, {40, 4, 37, 5}, {3, 0, 9, 3}, {2, 3, 1, 4}, {19, 3, 11, 2},
+               {40, 4, 13, 6}, {5, 4, 13, 6}, {4, 3, 9, 5}};  // the last 3: batch over grid.y
   for (auto s : shapes)
     for (bool ra : {true, false})
       for (int mk : {0, 1})
@@ -247,6 +249,15 @@ int main(int argc, char** argv) {
     int rc = gru_cuda_plan<double>(false, 4, 50, true, CudaPath::kPersistent, &plan);
     std::printf("forced persistent with 7 blocks on 5 SMs: rc=%d reason=%s\n", rc, plan.reason.c_str());
     if (rc != 801) ++failures;
+  }
+  {  // the persistent kernel splits the batch over the SMs its unit slices leave free
+    emu::config().sms = 6;
+    CudaLaunchPlan plan;
+    int rc = gru_cuda_plan<double>(false, 40, 13, true, CudaPath::kPersistent, &plan);
+    const bool ok = rc == 0 && plan.blocks_x == 2 && plan.blocks_y == 3 && plan.rows_per_block == 14;
+    std::printf("%s persistent B=40 H=13 on 6 SMs: blocks %ldx%ld, %ld rows each\n", ok ? "ok  " : "FAIL",
+                (long)plan.blocks_x, (long)plan.blocks_y, (long)plan.rows_per_block);
+    if (!ok) ++failures;
   }
   std::printf("%d failures\n", failures);
   return failures != 0;
