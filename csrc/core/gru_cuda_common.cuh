@@ -125,6 +125,38 @@ __device__ void fill_smem_slice(A* s, const GlobalSlice<T, kUnitsContiguous>& sr
   }
 }
 
+// Sums v[0..N) over the warp's 32 lanes and calls store(i, sum_i) once per i, from one
+// lane each. Recursive halving: at each exchange a lane keeps one half of the values it
+// holds and receives its partner's sums of that half, so the warp spends about N shuffles
+// instead of the 5·N of a butterfly per value. Once the values cannot be halved, the rest
+// are plain butterflies (Dup: the lane bits whose lanes then hold duplicates).
+template <typename T, int N, int M = 16, int Dup = 0, typename Store>
+__device__ __forceinline__ void warp_reduce_scatter(const T (&v)[N], int lane, int base,
+                                                    Store store) {
+  if constexpr (M == 0) {
+    if ((lane & Dup) == 0) {
+#pragma unroll
+      for (int i = 0; i < N; ++i) store(base + i, v[i]);
+    }
+  } else if constexpr (N % 2 == 0) {
+    constexpr int kHalf = N / 2;
+    const bool upper = (lane & M) != 0;
+    T kept[kHalf];
+#pragma unroll
+    for (int i = 0; i < kHalf; ++i) {
+      const T send = upper ? v[i] : v[i + kHalf];
+      const T keep = upper ? v[i + kHalf] : v[i];
+      kept[i] = keep + __shfl_xor_sync(0xffffffffu, send, M);
+    }
+    warp_reduce_scatter<T, kHalf, M / 2, Dup>(kept, lane, base + (upper ? kHalf : 0), store);
+  } else {
+    T summed[N];
+#pragma unroll
+    for (int i = 0; i < N; ++i) summed[i] = v[i] + __shfl_xor_sync(0xffffffffu, v[i], M);
+    warp_reduce_scatter<T, N, M / 2, Dup | M>(summed, lane, base, store);
+  }
+}
+
 // The recurrent product of one block, for rows [row0, row1) and its units j < wb:
 //   kSumGates=false: out[g][j] = Σ_k a_b[k] · S(G0+g, j, k)                  (h·U, forward)
 //   kSumGates=true:  out[0][j] = Σ_g Σ_k a_b[g·H + k] · S(G0+g, j, k)   (d·Uᵀ, backward)
@@ -154,13 +186,9 @@ __device__ __forceinline__ void block_product(int64_t row0, int64_t row1, int64_
       const int64_t b = b0 + static_cast<int64_t>(slot) * RB + r;
       a[r] = b < row1 ? row_ptr(b) : nullptr;
     }
-    T acc[RB][kNO][W];
+    T acc[kPerWarp];  // acc[(r·kNO + o)·W + j]: the layout of `red`
 #pragma unroll
-    for (int r = 0; r < RB; ++r)
-#pragma unroll
-      for (int o = 0; o < kNO; ++o)
-#pragma unroll
-        for (int j = 0; j < W; ++j) acc[r][o][j] = T(0);
+    for (int i = 0; i < kPerWarp; ++i) acc[i] = T(0);
 
     for (int64_t k0 = static_cast<int64_t>(kpart) * 32 + lane; k0 < H; k0 += kU * kstep) {
       T av[kU][RB][kNA];  // all loads in flight before the first use
@@ -185,26 +213,13 @@ __device__ __forceinline__ void block_product(int64_t row0, int64_t row1, int64_
             for (int g = 0; g < NG; ++g)
 #pragma unroll
               for (int j = 0; j < W; ++j)
-                acc[r][kSumGates ? 0 : g][j] += av[u][r][kSumGates ? g : 0] * w[g][j];
+                acc[(r * kNO + (kSumGates ? 0 : g)) * W + j] += av[u][r][kSumGates ? g : 0] * w[g][j];
         }
       }
     }
 
     T* mine = red + warp * kPerWarp;
-#pragma unroll
-    for (int r = 0; r < RB; ++r)
-#pragma unroll
-      for (int o = 0; o < kNO; ++o)
-#pragma unroll
-        for (int j = 0; j < W; ++j) {
-          if (j < wb) {  // block-uniform
-#pragma unroll
-            for (int m = 16; m > 0; m >>= 1)
-              acc[r][o][j] += __shfl_xor_sync(0xffffffffu, acc[r][o][j], m);
-          }
-          const int i = (r * kNO + o) * W + j;  // every lane holds the sum; spread the stores
-          if ((i & 31) == lane) mine[i] = acc[r][o][j];
-        }
+    warp_reduce_scatter(acc, lane, 0, [&](int i, T v) { mine[i] = v; });
     __syncthreads();
     for (int i = threadIdx.x; i < slots * RB * W; i += kThreads) {
       const int sl = i / (RB * W), r = (i / W) % RB, j = i % W;
