@@ -809,7 +809,7 @@ def markdown(report: dict) -> str:
         f"Device: {report['device']}; torch {report['torch']}, cuDNN {report['cudnn']}; "
         f"correct: **{report['correct']}**; T={report.get('T', 1000)}, I=H. Times in ms "
         "(CUDA events, median). ours = input projection (torch.addmm) + our fused op. "
-        "fp16/bf16 'ours' runs the fp32 kernels with casts at the boundary. cuDNN fp32 runs "
+        "fp16/bf16: ours keeps 16-bit tensors in memory and computes in float32. cuDNN fp32 runs "
         f"with PyTorch's TF32 default (allow_tf32={report.get('tf32_cudnn')}); the 'no TF32' "
         "column turns it off.",
         "",

@@ -202,6 +202,17 @@ void refused_cooperative_launch(unsigned& seed) {
   emu::config().refuse_coop = false;
 }
 
+// The persistent kernel splits the batch over the SMs its unit slices leave free.
+void batch_split_plan() {
+  emu::config().sms = 6;
+  CudaLaunchPlan plan;
+  int rc = gru_cuda_plan<double>(false, 40, 13, true, CudaPath::kPersistent, &plan);
+  const bool ok = rc == 0 && plan.blocks_x == 2 && plan.blocks_y == 3 && plan.rows_per_block == 14;
+  std::printf("%s persistent B=40 H=13 on 6 SMs: blocks %ldx%ld, %ld rows each\n", ok ? "ok  " : "FAIL",
+              (long)plan.blocks_x, (long)plan.blocks_y, (long)plan.rows_per_block);
+  if (!ok) ++failures;
+}
+
 int main(int argc, char** argv) {
   const bool quick = argc > 1;
   unsigned seed = 1;
@@ -214,6 +225,7 @@ int main(int argc, char** argv) {
     run_case_16<Half>(3, 4, 11, true, CudaPath::kPersistent, 3e-3, seed++);
     run_case_16<BFloat16>(3, 4, 11, false, CudaPath::kPerStep, 2.5e-2, seed++);
     refused_cooperative_launch(seed);
+    batch_split_plan();
     std::printf("%d failures\n", failures);
     return failures != 0;
   }
@@ -250,15 +262,7 @@ int main(int argc, char** argv) {
     std::printf("forced persistent with 7 blocks on 5 SMs: rc=%d reason=%s\n", rc, plan.reason.c_str());
     if (rc != 801) ++failures;
   }
-  {  // the persistent kernel splits the batch over the SMs its unit slices leave free
-    emu::config().sms = 6;
-    CudaLaunchPlan plan;
-    int rc = gru_cuda_plan<double>(false, 40, 13, true, CudaPath::kPersistent, &plan);
-    const bool ok = rc == 0 && plan.blocks_x == 2 && plan.blocks_y == 3 && plan.rows_per_block == 14;
-    std::printf("%s persistent B=40 H=13 on 6 SMs: blocks %ldx%ld, %ld rows each\n", ok ? "ok  " : "FAIL",
-                (long)plan.blocks_x, (long)plan.blocks_y, (long)plan.rows_per_block);
-    if (!ok) ++failures;
-  }
+  batch_split_plan();
   std::printf("%d failures\n", failures);
   return failures != 0;
 }
