@@ -61,16 +61,38 @@ __device__ __forceinline__ void backward_phase(const BackwardArgs<T>& a, const S
                    : static_cast<const T*>(p.d_xw + (b * time + t + 1) * 3 * H);  // z, r
       }
     };
-    auto pointwise = [&](int64_t b, int j, const A(&v)[1]) {
+    // The pointwise step's loads, issued before the product (block_product's pre):
+    // g_state, g_carry, dL/dh_seq, z, h̃, h_prev, r, hu_candidate, dL/dz, dL/dr, dL/dh̃.
+    auto inputs = [&](int64_t b, int j) {
+      Prefetched<A, 11> in{};
       const int64_t jj = j0 + j, si = b * H + jj, off = (b * time + t) * H + jj;
-      const A g = load_cg(a.g_state + si) + v[0];
+      in.v[0] = load_cg(a.g_state + si);
+      if (t < 0) return in;
+      in.v[1] = load_cg(a.g_carry + si);
+      in.v[2] = load_or_zero(p.d_h_seq, off);
+      if (!m.valid(b, t)) return in;
+      in.v[3] = ld(p.update + off);
+      in.v[4] = ld(p.candidate + off);
+      in.v[5] = h_prev(b, jj);
+      in.v[8] = load_or_zero(p.d_update, off);
+      in.v[10] = load_or_zero(p.d_candidate, off);
+      if constexpr (kResetAfter) {
+        in.v[6] = ld(p.reset + off);
+        in.v[7] = ld(p.hu_candidate + off);
+        in.v[9] = load_or_zero(p.d_reset, off);
+      }
+      return in;
+    };
+    auto pointwise = [&](int64_t b, int j, const A(&v)[1], const Prefetched<A, 11>& in) {
+      const int64_t jj = j0 + j, si = b * H + jj;
+      const A g = in.v[0] + v[0];
       if (t < 0) {
         st(p.d_h0 + si, g);
         return;
       }
       T* dx = p.d_xw + (b * time + t) * 3 * H;
-      const A carry = load_cg(a.g_carry + si);
-      const A dh_out = load_or_zero(p.d_h_seq, off);
+      const A carry = in.v[1];
+      const A dh_out = in.v[2];
       if (!m.valid(b, t)) {
         // State carried: g passes through. The output repeated h_seq[t-1] (or was 0).
         a.g_carry[si] = m.started(b, t) ? carry + dh_out : A(0);
@@ -84,14 +106,11 @@ __device__ __forceinline__ void backward_phase(const BackwardArgs<T>& a, const S
       }
       const A dh = g + dh_out + carry;
       a.g_carry[si] = A(0);
-      const A z = ld(p.update + off), hc = ld(p.candidate + off), hp = h_prev(b, jj);
+      const A z = in.v[3], hc = in.v[4], hp = in.v[5];
       StepGrads<A> sg;
       if constexpr (kResetAfter) {
-        const A r = ld(p.reset + off);
-        sg = step_grads_reset_after(dh, load_or_zero(p.d_update, off),
-                                    load_or_zero(p.d_reset, off),
-                                    load_or_zero(p.d_candidate, off), z, r, hc, hp,
-                                    ld(p.hu_candidate + off));
+        const A r = in.v[6];
+        sg = step_grads_reset_after(dh, in.v[8], in.v[9], in.v[10], z, r, hc, hp, in.v[7]);
         A* d = a.dhu + ((t & 1) * B + b) * 3 * H;
         d[jj] = sg.da_z;
         d[H + jj] = sg.da_r;
@@ -104,15 +123,14 @@ __device__ __forceinline__ void backward_phase(const BackwardArgs<T>& a, const S
           st(out + 2 * H + jj, sg.da_h * r);
         }
       } else {
-        sg = step_grads_reset_before(dh, load_or_zero(p.d_update, off),
-                                     load_or_zero(p.d_candidate, off), z, hc, hp);
+        sg = step_grads_reset_before(dh, in.v[8], in.v[10], z, hc, hp);
       }
       st(dx + jj, sg.da_z);
       st(dx + 2 * H + jj, sg.da_h);
       a.g_state[si] = sg.dh_prev;
     };
     block_product<A, 0, kResetAfter ? 3 : 2, true>(row0, row1, H, wb, a.kw, s, red, next_rows,
-                                                   pointwise);
+                                                   inputs, pointwise);
   } else {
     // d(r⊙h_prev) = da_h(t)·U_hᵀ; the reset gate's gradient and its share of dL/dh_prev.
     block_product<A, 2, 1, true>(

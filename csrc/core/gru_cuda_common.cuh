@@ -161,15 +161,17 @@ __device__ __forceinline__ void warp_reduce_scatter(const T (&v)[N], int lane, i
 //   kSumGates=false: out[g][j] = Σ_k a_b[k] · S(G0+g, j, k)                  (h·U, forward)
 //   kSumGates=true:  out[0][j] = Σ_g Σ_k a_b[g·H + k] · S(G0+g, j, k)   (d·Uᵀ, backward)
 // over g < NG, k < H, where a_b = row_ptr(b) (null: a zero row, not read; any storage
-// type). Then calls fin(b, j, out) once per (row, unit), from any thread of the block.
-// Each warp computes RB rows; `kw` warps split the k range of a row group; lanes take
-// every 32nd k; sums meet in `red` (shared, kReduceSmemBytes). Sums are in T, the
+// type). Then calls fin(b, j, out, pre(b, j)) once per (row, unit), from any thread of the
+// block; pre(b, j) runs in that thread before the product, so the loads the finish needs
+// (inputs, biases, the previous state) are in flight while the product runs instead of
+// after it. Each warp computes RB rows; `kw` warps split the k range of a row group; lanes
+// take every 32nd k; sums meet in `red` (shared, kReduceSmemBytes). Sums are in T, the
 // compute type. Every thread of the block must call this.
 template <typename T, int G0, int NG, bool kSumGates, typename Slice, typename RowFn,
-          typename FinFn>
+          typename PreFn, typename FinFn>
 __device__ __forceinline__ void block_product(int64_t row0, int64_t row1, int64_t H, int wb,
                                               int kw, const Slice& s, T* red, RowFn row_ptr,
-                                              FinFn fin) {
+                                              PreFn pre, FinFn fin) {
   using Row = decltype(row_ptr(int64_t{0}));
   constexpr int kNA = kSumGates ? NG : 1;  // activation values per (row, k)
   constexpr int kNO = kSumGates ? 1 : NG;  // outputs per (row, unit)
@@ -179,7 +181,14 @@ __device__ __forceinline__ void block_product(int64_t row0, int64_t row1, int64_
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int slots = kWarps / kw, slot = warp / kw, kpart = warp % kw;
   const int64_t kstep = 32 * static_cast<int64_t>(kw);
+  // Each thread finishes at most one (row, unit) per row group: entry threadIdx.x.
+  static_assert(kWarps * RB * W <= kThreads, "one finish per thread and row group");
+  const int fsl = threadIdx.x / (RB * W), fr = (threadIdx.x / W) % RB, fj = threadIdx.x % W;
   for (int64_t b0 = row0; b0 < row1; b0 += static_cast<int64_t>(slots) * RB) {
+    const int64_t fb = b0 + static_cast<int64_t>(fsl) * RB + fr;
+    const bool finishes = fsl < slots && fb < row1 && fj < wb;
+    decltype(pre(fb, fj)) pf{};
+    if (finishes) pf = pre(fb, fj);
     Row a[RB];
 #pragma unroll
     for (int r = 0; r < RB; ++r) {
@@ -221,22 +230,37 @@ __device__ __forceinline__ void block_product(int64_t row0, int64_t row1, int64_
     T* mine = red + warp * kPerWarp;
     warp_reduce_scatter(acc, lane, 0, [&](int i, T v) { mine[i] = v; });
     __syncthreads();
-    for (int i = threadIdx.x; i < slots * RB * W; i += kThreads) {
-      const int sl = i / (RB * W), r = (i / W) % RB, j = i % W;
-      const int64_t b = b0 + static_cast<int64_t>(sl) * RB + r;
-      if (b < row1 && j < wb) {
-        T out[kNO];
+    if (finishes) {
+      T out[kNO];
 #pragma unroll
-        for (int o = 0; o < kNO; ++o) {
-          T v = T(0);
-          for (int q = 0; q < kw; ++q) v += red[(sl * kw + q) * kPerWarp + (r * kNO + o) * W + j];
-          out[o] = v;
-        }
-        fin(b, j, out);
+      for (int o = 0; o < kNO; ++o) {
+        T v = T(0);
+        for (int q = 0; q < kw; ++q) v += red[(fsl * kw + q) * kPerWarp + (fr * kNO + o) * W + fj];
+        out[o] = v;
       }
+      fin(fb, fj, out, pf);
     }
     __syncthreads();  // `red` is reused by the next row group
   }
+}
+
+// Values block_product's pre() loads for a finish (zero-initialized: a finish that loads
+// nothing).
+template <typename A, int N>
+struct Prefetched {
+  A v[N];
+};
+
+// block_product without prefetching: fin(b, j, out).
+struct NoPrefetch {};
+template <typename T, int G0, int NG, bool kSumGates, typename Slice, typename RowFn,
+          typename FinFn>
+__device__ __forceinline__ void block_product(int64_t row0, int64_t row1, int64_t H, int wb,
+                                              int kw, const Slice& s, T* red, RowFn row_ptr,
+                                              FinFn fin) {
+  block_product<T, G0, NG, kSumGates>(
+      row0, row1, H, wb, kw, s, red, row_ptr, [](int64_t, int) { return NoPrefetch{}; },
+      [&](int64_t b, int j, const auto& out, NoPrefetch) { fin(b, j, out); });
 }
 
 // Units of the block starting at unit j0 (the last block may be narrower). Args: the

@@ -5,6 +5,7 @@
 #include <cooperative_groups.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "gate_math.h"
 #include "gru_cuda_common.cuh"
@@ -69,44 +70,64 @@ __device__ __forceinline__ void forward_phase(const ForwardArgs<T>& a, const Sli
       st(p.h_last + b * H + jj, m.any_valid(b) ? carried : ld(p.h0 + b * H + jj));
   };
   auto state_rows = [&](int64_t b) -> const T* { return m.valid(b, t) ? h_prev(b) : nullptr; };
+  // The finish's loads, issued before the product (block_product's pre): xw's gate columns
+  // G, the matching recurrent biases, then the previous state (and kCand: z). A masked
+  // step loads nothing here.
+  auto inputs = [&](int64_t b, int j, auto gates) {
+    constexpr int kG = decltype(gates)::value;  // gates 0..kG-1 (kCand: the candidate only)
+    Prefetched<A, 2 * (kPhase == kCand ? 1 : kG) + 2> pf{};
+    if (!m.valid(b, t)) return pf;
+    const int64_t jj = j0 + j;
+    const T* x = p.xw + (b * time + t) * 3 * H;
+    constexpr int g0 = kPhase == kCand ? 2 : 0, n = kPhase == kCand ? 1 : kG;
+#pragma unroll
+    for (int g = 0; g < n; ++g) {
+      pf.v[g] = ld(x + (g0 + g) * H + jj);
+      pf.v[n + g] = ld(bias + (g0 + g) * H + jj);
+    }
+    pf.v[2 * n] = ld_cg(h_prev(b) + jj);
+    if constexpr (kPhase == kCand) pf.v[2 * n + 1] = load_cg(a.z_tmp + b * H + jj);
+    return pf;
+  };
 
   if constexpr (kPhase == kAll) {
     block_product<A, 0, 3, false>(
-        row0, row1, H, wb, a.kw, s, red, state_rows, [&](int64_t b, int j, const A(&v)[3]) {
+        row0, row1, H, wb, a.kw, s, red, state_rows,
+        [&](int64_t b, int j) { return inputs(b, j, std::integral_constant<int, 3>{}); },
+        [&](int64_t b, int j, const A(&v)[3], const auto& in) {
           const int64_t jj = j0 + j, off = (b * time + t) * H + jj;
           if (!m.valid(b, t)) return masked(b, jj, off);
-          const T* x = p.xw + (b * time + t) * 3 * H;
-          const A uh = v[2] + ld(bias + 2 * H + jj);
+          const A uh = v[2] + in.v[5];
           const GateValues<A> g =
-              gates_reset_after(ld(x + jj), ld(x + H + jj), ld(x + 2 * H + jj),
-                                v[0] + ld(bias + jj), v[1] + ld(bias + H + jj), uh);
-          finish(b, jj, off, mix_state(g.z, ld_cg(h_prev(b) + jj), g.hc));
+              gates_reset_after(in.v[0], in.v[1], in.v[2], v[0] + in.v[3], v[1] + in.v[4], uh);
+          finish(b, jj, off, mix_state(g.z, in.v[6], g.hc));
           write_gates(p, off, g.z, g.r, g.hc);
           if (p.hu_candidate) st(p.hu_candidate + off, uh);
         });
   } else if constexpr (kPhase == kZR) {
     block_product<A, 0, 2, false>(
-        row0, row1, H, wb, a.kw, s, red, state_rows, [&](int64_t b, int j, const A(&v)[2]) {
+        row0, row1, H, wb, a.kw, s, red, state_rows,
+        [&](int64_t b, int j) { return inputs(b, j, std::integral_constant<int, 2>{}); },
+        [&](int64_t b, int j, const A(&v)[2], const auto& in) {
           if (!m.valid(b, t)) return;
           const int64_t jj = j0 + j, off = (b * time + t) * H + jj;
-          const T* x = p.xw + (b * time + t) * 3 * H;
-          const A z = sigmoid(ld(x + jj) + v[0] + ld(bias + jj));
-          const A r = sigmoid(ld(x + H + jj) + v[1] + ld(bias + H + jj));
+          const A z = sigmoid(in.v[0] + v[0] + in.v[2]);
+          const A r = sigmoid(in.v[1] + v[1] + in.v[3]);
           a.z_tmp[b * H + jj] = z;
-          a.rh_tmp[b * H + jj] = r * ld_cg(h_prev(b) + jj);
+          a.rh_tmp[b * H + jj] = r * in.v[4];
           if (p.reset) st(p.reset + off, r);
         });
   } else {
     block_product<A, 2, 1, false>(
         row0, row1, H, wb, a.kw, s, red,
         [&](int64_t b) -> const A* { return m.valid(b, t) ? a.rh_tmp + b * H : nullptr; },
-        [&](int64_t b, int j, const A(&v)[1]) {
+        [&](int64_t b, int j) { return inputs(b, j, std::integral_constant<int, 1>{}); },
+        [&](int64_t b, int j, const A(&v)[1], const auto& in) {
           const int64_t jj = j0 + j, off = (b * time + t) * H + jj;
           if (!m.valid(b, t)) return masked(b, jj, off);
-          const T* x = p.xw + (b * time + t) * 3 * H;
-          const A z = load_cg(a.z_tmp + b * H + jj);
-          const A hc = tanh_act(ld(x + 2 * H + jj) + v[0] + ld(bias + 2 * H + jj));
-          finish(b, jj, off, mix_state(z, ld_cg(h_prev(b) + jj), hc));
+          const A z = in.v[3];
+          const A hc = tanh_act(in.v[0] + v[0] + in.v[1]);
+          finish(b, jj, off, mix_state(z, in.v[2], hc));
           if (p.update) st(p.update + off, z);
           if (p.candidate) st(p.candidate + off, hc);
         });
