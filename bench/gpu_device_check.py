@@ -3,8 +3,9 @@
 For a machine with an NVIDIA GPU, PyTorch (with cuDNN), CMake and pybind11, and no
 TensorFlow. From the repository root:
 
-    python bench/gpu_device_check.py            # the full check, under 8 minutes
-    python bench/gpu_device_check.py --quick    # a small timing grid
+    python bench/gpu_device_check.py              # the full check, about 3 minutes on an H200
+    python bench/gpu_device_check.py --quick      # a small timing grid
+    python bench/gpu_device_check.py --sweep 60   # plus the launch-shape sweep (a new GPU)
 
 1. Builds the native module with CMake (TensorFlow off, CUDA on, the GPU's architecture,
    Release, ninja when available) into a temporary directory.
@@ -17,7 +18,12 @@ TensorFlow. From the repository root:
    without gates, and forward+backward, over B in {1,16,64,256}, H in {128,256,512,1024},
    T=1000, in fp32, fp16 and bf16 (ours keeps 16-bit tensors in memory and computes in
    float).
-4. Writes gpu-<date>.json (top-level "correct", the device, every timing) and gpu-<date>.md
+4. With --sweep: the persistent kernel's launch shapes (units per block × batch chunks,
+   forced through cuda_set_launch_override) against each other, the data behind
+   cuda_launch_heuristics.h's persistent_* rules.
+5. Where compute-sanitizer is on the PATH, small cases of every path under its memcheck;
+   an error there makes "correct" false.
+6. Writes gpu-<date>.json (top-level "correct", the device, every timing) and gpu-<date>.md
    to $OUT, or to bench/results/ when $OUT is unset.
 
 Each stage runs in a child process with a timeout, so a hung or crashed kernel still

@@ -251,3 +251,13 @@ def test_forward_cuda_validates_before_touching_the_device():
         for args, extra in ((ok, {}), (half, {}), (bf16, {"dtype": "bfloat16"})):
             with pytest.raises((RuntimeError, ValueError)):
                 k.forward_cuda(**args, **extra)
+
+
+def test_launch_override_rejects_negative_sizes():
+    """The tuning hook names its arguments; 0 (the heuristic) and positive sizes pass."""
+    k = cuda_module()
+    for args in ((-1, 0), (0, -2)):
+        with pytest.raises(ValueError, match="`slice_width` and `blocks_y` must be >= 0"):
+            k.cuda_set_launch_override(*args)
+    k.cuda_set_launch_override(4, 2)
+    k.cuda_set_launch_override()  # back to the heuristic for the rest of the process

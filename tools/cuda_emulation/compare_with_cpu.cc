@@ -10,6 +10,7 @@
 #include "cuda_bf16.h"
 #include "cuda_fp16.h"
 #include "cuda_runtime.h"
+#include "cuda_launch_heuristics.h"
 #include "gru_cpu.h"
 #include "gru_cuda.h"
 
@@ -211,6 +212,20 @@ void batch_split_plan() {
   std::printf("%s persistent B=40 H=13 on 6 SMs: blocks %ldx%ld, %ld rows each\n", ok ? "ok  " : "FAIL",
               (long)plan.blocks_x, (long)plan.blocks_y, (long)plan.rows_per_block);
   if (!ok) ++failures;
+  // the tuning override: forced shapes, batch chunks clamped to what fits at once
+  auto& forced = gategru::cuda_launch::persistent_override();
+  struct { int slice; int64_t y, want_x, want_y; } cases[] = {{8, 2, 2, 2}, {8, 5, 2, 3}, {4, 0, 4, 1}};
+  for (auto c : cases) {
+    forced.slice_width = c.slice;
+    forced.blocks_y = c.y;
+    rc = gru_cuda_plan<double>(false, 40, 13, true, CudaPath::kPersistent, &plan);
+    const bool ok2 = rc == 0 && plan.blocks_x == c.want_x && plan.blocks_y == c.want_y;
+    std::printf("%s override slice=%d y=%ld: blocks %ldx%ld\n", ok2 ? "ok  " : "FAIL", c.slice, (long)c.y,
+                (long)plan.blocks_x, (long)plan.blocks_y);
+    if (!ok2) ++failures;
+  }
+  forced.slice_width = 0;
+  forced.blocks_y = 0;
 }
 
 int main(int argc, char** argv) {
