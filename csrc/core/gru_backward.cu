@@ -35,6 +35,14 @@ struct BackwardArgs {
 // the last stage, which finishes d_h0). kReset: reset_after=false's second phase.
 enum Phase { kStage, kReset };
 
+// What a stage's pointwise step reads besides the product, loaded before it: dL/dh along
+// the state path and the carried output gradient, dL/dh_seq, the step's gates, h_prev,
+// hu_candidate (reset_after) and the gates' own gradients.
+template <typename A>
+struct StepInputs {
+  A g_state, g_carry, d_out, z, hc, h_prev, r, hu, d_z, d_r, d_hc;
+};
+
 template <typename T, bool kResetAfter, int kPhase, typename Slice>
 __device__ __forceinline__ void backward_phase(const BackwardArgs<T>& a, const Slice& s,
                                                int64_t t, int64_t j0, int wb, int64_t row0,
@@ -61,38 +69,37 @@ __device__ __forceinline__ void backward_phase(const BackwardArgs<T>& a, const S
                    : static_cast<const T*>(p.d_xw + (b * time + t + 1) * 3 * H);  // z, r
       }
     };
-    // The pointwise step's loads, issued before the product (block_product's pre):
-    // g_state, g_carry, dL/dh_seq, z, h̃, h_prev, r, hu_candidate, dL/dz, dL/dr, dL/dh̃.
+    // The pointwise step's loads, issued before the product (block_product's pre).
     auto inputs = [&](int64_t b, int j) {
-      Prefetched<A, 11> in{};
+      StepInputs<A> in{};
       const int64_t jj = j0 + j, si = b * H + jj, off = (b * time + t) * H + jj;
-      in.v[0] = load_cg(a.g_state + si);
+      in.g_state = load_cg(a.g_state + si);
       if (t < 0) return in;
-      in.v[1] = load_cg(a.g_carry + si);
-      in.v[2] = load_or_zero(p.d_h_seq, off);
+      in.g_carry = load_cg(a.g_carry + si);
+      in.d_out = load_or_zero(p.d_h_seq, off);
       if (!m.valid(b, t)) return in;
-      in.v[3] = ld(p.update + off);
-      in.v[4] = ld(p.candidate + off);
-      in.v[5] = h_prev(b, jj);
-      in.v[8] = load_or_zero(p.d_update, off);
-      in.v[10] = load_or_zero(p.d_candidate, off);
+      in.z = ld(p.update + off);
+      in.hc = ld(p.candidate + off);
+      in.h_prev = h_prev(b, jj);
+      in.d_z = load_or_zero(p.d_update, off);
+      in.d_hc = load_or_zero(p.d_candidate, off);
       if constexpr (kResetAfter) {
-        in.v[6] = ld(p.reset + off);
-        in.v[7] = ld(p.hu_candidate + off);
-        in.v[9] = load_or_zero(p.d_reset, off);
+        in.r = ld(p.reset + off);
+        in.hu = ld(p.hu_candidate + off);
+        in.d_r = load_or_zero(p.d_reset, off);
       }
       return in;
     };
-    auto pointwise = [&](int64_t b, int j, const A(&v)[1], const Prefetched<A, 11>& in) {
+    auto pointwise = [&](int64_t b, int j, const A(&v)[1], const StepInputs<A>& in) {
       const int64_t jj = j0 + j, si = b * H + jj;
-      const A g = in.v[0] + v[0];
+      const A g = in.g_state + v[0];
       if (t < 0) {
         st(p.d_h0 + si, g);
         return;
       }
       T* dx = p.d_xw + (b * time + t) * 3 * H;
-      const A carry = in.v[1];
-      const A dh_out = in.v[2];
+      const A carry = in.g_carry;
+      const A dh_out = in.d_out;
       if (!m.valid(b, t)) {
         // State carried: g passes through. The output repeated h_seq[t-1] (or was 0).
         a.g_carry[si] = m.started(b, t) ? carry + dh_out : A(0);
@@ -106,11 +113,11 @@ __device__ __forceinline__ void backward_phase(const BackwardArgs<T>& a, const S
       }
       const A dh = g + dh_out + carry;
       a.g_carry[si] = A(0);
-      const A z = in.v[3], hc = in.v[4], hp = in.v[5];
+      const A z = in.z, hc = in.hc, hp = in.h_prev;
       StepGrads<A> sg;
       if constexpr (kResetAfter) {
-        const A r = in.v[6];
-        sg = step_grads_reset_after(dh, in.v[8], in.v[9], in.v[10], z, r, hc, hp, in.v[7]);
+        const A r = in.r;
+        sg = step_grads_reset_after(dh, in.d_z, in.d_r, in.d_hc, z, r, hc, hp, in.hu);
         A* d = a.dhu + ((t & 1) * B + b) * 3 * H;
         d[jj] = sg.da_z;
         d[H + jj] = sg.da_r;
@@ -123,7 +130,7 @@ __device__ __forceinline__ void backward_phase(const BackwardArgs<T>& a, const S
           st(out + 2 * H + jj, sg.da_h * r);
         }
       } else {
-        sg = step_grads_reset_before(dh, in.v[8], in.v[10], z, hc, hp);
+        sg = step_grads_reset_before(dh, in.d_z, in.d_hc, z, hc, hp);
       }
       st(dx + jj, sg.da_z);
       st(dx + 2 * H + jj, sg.da_h);

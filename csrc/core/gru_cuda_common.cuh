@@ -244,13 +244,6 @@ __device__ __forceinline__ void block_product(int64_t row0, int64_t row1, int64_
   }
 }
 
-// Values block_product's pre() loads for a finish (zero-initialized: a finish that loads
-// nothing).
-template <typename A, int N>
-struct Prefetched {
-  A v[N];
-};
-
 // block_product without prefetching: fin(b, j, out).
 struct NoPrefetch {};
 template <typename T, int G0, int NG, bool kSumGates, typename Slice, typename RowFn,

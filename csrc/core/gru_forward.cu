@@ -5,7 +5,6 @@
 #include <cooperative_groups.h>
 
 #include <algorithm>
-#include <type_traits>
 
 #include "gate_math.h"
 #include "gru_cuda_common.cuh"
@@ -32,6 +31,14 @@ struct ForwardArgs {
 // kAll: reset_after's single phase. kZR, kCand: reset_after=false's two phases (z, r and
 // r⊙h_prev; then the candidate, whose product needs r⊙h_prev of every unit).
 enum Phase { kAll, kZR, kCand };
+
+// What a finish reads besides the product, loaded before it: the phase's xw columns and
+// recurrent biases (kAll: z, r, h̃; kZR: z, r; kCand: h̃), the previous state, and (kCand)
+// z from the first phase.
+template <typename A>
+struct FinishInputs {
+  A x[3], bias[3], h_prev, z;
+};
 
 template <typename T>
 __device__ void write_gates(const GruForwardParams<T>& p, int64_t off, AccOf<T> z, AccOf<T> r,
@@ -70,64 +77,59 @@ __device__ __forceinline__ void forward_phase(const ForwardArgs<T>& a, const Sli
       st(p.h_last + b * H + jj, m.any_valid(b) ? carried : ld(p.h0 + b * H + jj));
   };
   auto state_rows = [&](int64_t b) -> const T* { return m.valid(b, t) ? h_prev(b) : nullptr; };
-  // The finish's loads, issued before the product (block_product's pre): xw's gate columns
-  // G, the matching recurrent biases, then the previous state (and kCand: z). A masked
-  // step loads nothing here.
-  auto inputs = [&](int64_t b, int j, auto gates) {
-    constexpr int kG = decltype(gates)::value;  // gates 0..kG-1 (kCand: the candidate only)
-    Prefetched<A, 2 * (kPhase == kCand ? 1 : kG) + 2> pf{};
-    if (!m.valid(b, t)) return pf;
+  // The finish's loads, issued before the product (block_product's pre). A masked step
+  // loads nothing here.
+  auto inputs = [&](int64_t b, int j) {
+    FinishInputs<A> in{};
+    if (!m.valid(b, t)) return in;
     const int64_t jj = j0 + j;
     const T* x = p.xw + (b * time + t) * 3 * H;
-    constexpr int g0 = kPhase == kCand ? 2 : 0, n = kPhase == kCand ? 1 : kG;
+    constexpr int g0 = kPhase == kCand ? 2 : 0, n = kPhase == kAll ? 3 : kPhase == kZR ? 2 : 1;
 #pragma unroll
     for (int g = 0; g < n; ++g) {
-      pf.v[g] = ld(x + (g0 + g) * H + jj);
-      pf.v[n + g] = ld(bias + (g0 + g) * H + jj);
+      in.x[g] = ld(x + (g0 + g) * H + jj);
+      in.bias[g] = ld(bias + (g0 + g) * H + jj);
     }
-    pf.v[2 * n] = ld_cg(h_prev(b) + jj);
-    if constexpr (kPhase == kCand) pf.v[2 * n + 1] = load_cg(a.z_tmp + b * H + jj);
-    return pf;
+    in.h_prev = ld_cg(h_prev(b) + jj);
+    if constexpr (kPhase == kCand) in.z = load_cg(a.z_tmp + b * H + jj);
+    return in;
   };
 
   if constexpr (kPhase == kAll) {
     block_product<A, 0, 3, false>(
         row0, row1, H, wb, a.kw, s, red, state_rows,
-        [&](int64_t b, int j) { return inputs(b, j, std::integral_constant<int, 3>{}); },
-        [&](int64_t b, int j, const A(&v)[3], const auto& in) {
+        inputs, [&](int64_t b, int j, const A(&v)[3], const FinishInputs<A>& in) {
           const int64_t jj = j0 + j, off = (b * time + t) * H + jj;
           if (!m.valid(b, t)) return masked(b, jj, off);
-          const A uh = v[2] + in.v[5];
-          const GateValues<A> g =
-              gates_reset_after(in.v[0], in.v[1], in.v[2], v[0] + in.v[3], v[1] + in.v[4], uh);
-          finish(b, jj, off, mix_state(g.z, in.v[6], g.hc));
+          const A uh = v[2] + in.bias[2];
+          const GateValues<A> g = gates_reset_after(in.x[0], in.x[1], in.x[2], v[0] + in.bias[0],
+                                                    v[1] + in.bias[1], uh);
+          finish(b, jj, off, mix_state(g.z, in.h_prev, g.hc));
           write_gates(p, off, g.z, g.r, g.hc);
           if (p.hu_candidate) st(p.hu_candidate + off, uh);
         });
   } else if constexpr (kPhase == kZR) {
     block_product<A, 0, 2, false>(
         row0, row1, H, wb, a.kw, s, red, state_rows,
-        [&](int64_t b, int j) { return inputs(b, j, std::integral_constant<int, 2>{}); },
-        [&](int64_t b, int j, const A(&v)[2], const auto& in) {
+        inputs, [&](int64_t b, int j, const A(&v)[2], const FinishInputs<A>& in) {
           if (!m.valid(b, t)) return;
           const int64_t jj = j0 + j, off = (b * time + t) * H + jj;
-          const A z = sigmoid(in.v[0] + v[0] + in.v[2]);
-          const A r = sigmoid(in.v[1] + v[1] + in.v[3]);
+          const A z = sigmoid(in.x[0] + v[0] + in.bias[0]);
+          const A r = sigmoid(in.x[1] + v[1] + in.bias[1]);
           a.z_tmp[b * H + jj] = z;
-          a.rh_tmp[b * H + jj] = r * in.v[4];
+          a.rh_tmp[b * H + jj] = r * in.h_prev;
           if (p.reset) st(p.reset + off, r);
         });
   } else {
     block_product<A, 2, 1, false>(
         row0, row1, H, wb, a.kw, s, red,
         [&](int64_t b) -> const A* { return m.valid(b, t) ? a.rh_tmp + b * H : nullptr; },
-        [&](int64_t b, int j) { return inputs(b, j, std::integral_constant<int, 1>{}); },
-        [&](int64_t b, int j, const A(&v)[1], const auto& in) {
+        inputs, [&](int64_t b, int j, const A(&v)[1], const FinishInputs<A>& in) {
           const int64_t jj = j0 + j, off = (b * time + t) * H + jj;
           if (!m.valid(b, t)) return masked(b, jj, off);
-          const A z = in.v[3];
-          const A hc = tanh_act(in.v[0] + v[0] + in.v[1]);
-          finish(b, jj, off, mix_state(z, in.v[2], hc));
+          const A z = in.z;
+          const A hc = tanh_act(in.x[0] + v[0] + in.bias[0]);
+          finish(b, jj, off, mix_state(z, in.h_prev, hc));
           if (p.update) st(p.update + off, z);
           if (p.candidate) st(p.candidate + off, hc);
         });
