@@ -566,25 +566,26 @@ def run_timing(kernels_path: str, record: Recorder, deadline: float, quick: bool
     batches, units = ((1, 64), (128, 512)) if quick else ((1, 16, 64, 256), (128, 256, 512, 1024))
     t = 200 if quick else 1000
     dtypes = (("fp32", torch.float32), ("fp16", torch.float16), ("bf16", torch.bfloat16))
-    for label, dtype in dtypes:
-        for h in units:
-            for bsz in batches:
-                base = dict(kind="timing", dtype=label, B=bsz, T=t, I=h, H=h)
-                if time.time() > deadline:
-                    record(**base, skipped="time budget")
-                    continue
-                try:
-                    plan_dtype = "float32" if label == "fp32" else "float16"
-                    plan = kernels.cuda_launch_plan(bsz, h, plan_dtype)
-                    base["path"] = "persistent" if plan["persistent"] else "step"
-                    time_one(torch, ours, dev, dtype, bsz, t, h, base, record, deadline)
-                except Exception as err:  # noqa: BLE001 - record and go on
-                    record(**base, error=f"{type(err).__name__}: {err}"[:400])
-                    if "CUDA error" in str(err) or "cudaError" in str(err):
-                        record(kind="fatal", error=str(err)[:400])
-                        return
-                finally:
-                    torch.cuda.empty_cache()
+    grid = [(label, dtype, h, bsz) for label, dtype in dtypes for h in units for bsz in batches]
+    if not quick:  # H = 2048 needs more blocks than fit at once: the per-step kernels
+        grid += [("fp32", torch.float32, 2048, bsz) for bsz in (1, 64)]
+    for label, dtype, h, bsz in grid:
+        base = dict(kind="timing", dtype=label, B=bsz, T=t, I=h, H=h)
+        if time.time() > deadline:
+            record(**base, skipped="time budget")
+            continue
+        try:
+            plan_dtype = "float32" if label == "fp32" else "float16"
+            plan = kernels.cuda_launch_plan(bsz, h, plan_dtype)
+            base["path"] = "persistent" if plan["persistent"] else "step"
+            time_one(torch, ours, dev, dtype, bsz, t, h, base, record, deadline)
+        except Exception as err:  # noqa: BLE001 - record and go on
+            record(**base, error=f"{type(err).__name__}: {err}"[:400])
+            if "CUDA error" in str(err) or "cudaError" in str(err):
+                record(kind="fatal", error=str(err)[:400])
+                return
+        finally:
+            torch.cuda.empty_cache()
     record(kind="done")
 
 
