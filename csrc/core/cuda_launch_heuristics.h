@@ -22,17 +22,16 @@ constexpr int kKUnroll = 4;
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Per-step path, units per block: spread the units over every SM (one block each: the most a grid-wide
-// barrier can hold without oversubscribing), but at most kSliceMax.
+// Per-step path, units per block: spread the units over every SM, but at most kSliceMax.
 inline int slice_width(int64_t units, int sm_count) {
   return static_cast<int>(std::clamp<int64_t>(ceil_div(units, std::max(sm_count, 1)), 1,
                                               kSliceMax));
 }
 
-// Persistent kernel, units per block: the widest slice. A block's product costs the same at
-// any width up to kSliceMax (its accumulators and weight loads are kSliceMax wide), so
-// wider slices only mean fewer blocks: a cheaper grid barrier, and SMs left over for
-// splitting the batch (persistent_blocks_y).
+// Persistent kernel, units per block: the widest slice. A block's product and warp sums
+// are kSliceMax units wide whatever its width (on an H200, 16 eight-unit blocks and 128
+// one-unit blocks tie at B = 1: docs/gpu_performance.md), so wider slices only mean fewer
+// blocks, and SMs left over for splitting the batch (persistent_blocks_y).
 inline int persistent_slice_width(int64_t units) {
   return static_cast<int>(std::clamp<int64_t>(units, 1, kSliceMax));
 }

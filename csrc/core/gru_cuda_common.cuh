@@ -222,7 +222,8 @@ __device__ __forceinline__ void block_product(int64_t row0, int64_t row1, int64_
             for (int g = 0; g < NG; ++g)
 #pragma unroll
               for (int j = 0; j < W; ++j)
-                acc[(r * kNO + (kSumGates ? 0 : g)) * W + j] += av[u][r][kSumGates ? g : 0] * w[g][j];
+                acc[(r * kNO + (kSumGates ? 0 : g)) * W + j] +=
+                    av[u][r][kSumGates ? g : 0] * w[g][j];
         }
       }
     }
@@ -235,7 +236,8 @@ __device__ __forceinline__ void block_product(int64_t row0, int64_t row1, int64_
 #pragma unroll
       for (int o = 0; o < kNO; ++o) {
         T v = T(0);
-        for (int q = 0; q < kw; ++q) v += red[(fsl * kw + q) * kPerWarp + (fr * kNO + o) * W + fj];
+        for (int q = 0; q < kw; ++q)
+          v += red[(fsl * kw + q) * kPerWarp + (fr * kNO + o) * W + fj];
         out[o] = v;
       }
       fin(fb, fj, out, pf);
