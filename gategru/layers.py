@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 
 import keras
 import tensorflow as tf
@@ -26,6 +27,22 @@ def _op_projects_inputs() -> bool:
     from gategru import _build_info
 
     return not (_build_info.WITH_CUDA and tf.config.list_logical_devices("GPU"))
+
+
+def _called_by_bidirectional(depth: int = 24) -> bool:
+    """Whether a keras.layers.Bidirectional is among the nearest callers. The wrapper gives
+    the layers it builds no reference to itself, so the stack is the only place to ask."""
+    frame = inspect.currentframe()
+    try:
+        for _ in range(depth):
+            frame = frame.f_back if frame is not None else None
+            if frame is None:
+                return False
+            if isinstance(frame.f_locals.get("self"), keras.layers.Bidirectional):
+                return True
+        return False
+    finally:
+        del frame  # no reference cycle through the frames
 
 
 @keras.saving.register_keras_serializable(package="gategru")
@@ -62,10 +79,21 @@ class GateGRU(keras.layers.GRU):
         shape = (sequences_shape[0], sequences_shape[1], self.units)
         return {name: shape for name in GATE_NAMES}
 
+    def _refuse_bidirectional(self) -> None:
+        if self.return_gates and _called_by_bidirectional():
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}' has return_gates=True inside "
+                "keras.layers.Bidirectional, which merges two output sequences and has no "
+                "place for the gate dicts. Use return_gates=False there, and "
+                "gategru.capture(model, x) to read both directions' gates "
+                "('<name>/forward' and '<name>/backward')."
+            )
+
     def compute_output_shape(self, sequences_shape: tuple, initial_state_shape: tuple = None):
         base = super().compute_output_shape(sequences_shape, initial_state_shape)
         if not self.return_gates:
             return base
+        self._refuse_bidirectional()
         parts = base if self.return_state else (base,)
         return (*parts, self._gate_shapes(sequences_shape))
 
@@ -108,6 +136,7 @@ class GateGRU(keras.layers.GRU):
         mask: object = None,
         training: bool = False,
     ):
+        self._refuse_bidirectional()
         sequences = tf.convert_to_tensor(sequences)
         self._check_inputs(sequences)
         if initial_state is None:

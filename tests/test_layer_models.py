@@ -173,6 +173,20 @@ def test_inside_bidirectional(rng, tmp_path, merge_mode):
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
 
 
+@pytest.mark.parametrize("symbolic", [True, False])
+def test_bidirectional_with_gates_is_refused_clearly(rng, symbolic):
+    """Keras's wrapper has no place for the gate dicts: a ValueError that says what to do,
+    not a TypeError from inside Keras, on symbolic and on eager inputs."""
+    layer = keras.layers.Bidirectional(GateGRU(3, return_sequences=True, return_gates=True))
+    x = keras.Input((5, 2)) if symbolic else rng.normal(size=(2, 5, 2)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"return_gates=True inside keras.layers.Bidirectional"
+                                         r".*gategru.capture"):
+        layer(x)
+    # the same layer outside the wrapper still returns its gates
+    seq, gates = GateGRU(3, return_sequences=True, return_gates=True)(x)
+    assert set(gates) == {"update", "reset", "candidate"} and seq.shape[-1] == 3
+
+
 def test_config_round_trip():
     layer = GateGRU(4, return_gates=True, reset_after=False, go_backwards=True, dropout=0.2,
                     activation="relu", name="g")
