@@ -33,6 +33,7 @@ leaves a report; a global time guard stops the timing grid early.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import glob
 import importlib.machinery
@@ -670,11 +671,12 @@ def run_sweep(kernels_path: str, record: Recorder, deadline: float) -> None:
     import torch
 
     kernels = load_module(kernels_path)
+    ours = Ours(kernels, torch)
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     try:
         for h in (128, 256, 512, 1024):
             for bsz in (1, 16, 64, 256):
-                if not sweep_shape(torch, kernels, sms, h, bsz, record, deadline):
+                if not sweep_shape(torch, kernels, ours, sms, h, bsz, record, deadline):
                     return
                 torch.cuda.empty_cache()
     finally:
@@ -682,9 +684,8 @@ def run_sweep(kernels_path: str, record: Recorder, deadline: float) -> None:
     record(kind="done")
 
 
-def sweep_shape(torch, kernels, sms, h, bsz, record, deadline, device="cuda", t=500) -> bool:
+def sweep_shape(torch, kernels, ours, sms, h, bsz, record, deadline, device="cuda", t=500) -> bool:
     """One (H, B) of run_sweep; False once the deadline has passed."""
-    ours = Ours(kernels, torch) if device == "cuda" else kernels.ours
     dev = torch.device(device)
     gen = torch.Generator(device=dev).manual_seed(1)
     xw = torch.randn(bsz, t, 3 * h, device=dev, generator=gen)
@@ -778,7 +779,7 @@ def run_child(
         *extra,
     ]
     try:
-        with open(log_to, "w") if log_to else open(os.devnull, "w") as sink:
+        with open(log_to, "w") if log_to else contextlib.nullcontext() as sink:
             output = {"stdout": sink, "stderr": subprocess.STDOUT} if log_to else {}
             done = subprocess.run(cmd, timeout=max(timeout, 5), check=False, **output)
         return "ok" if done.returncode == 0 else f"exit code {done.returncode}"

@@ -118,10 +118,9 @@ def main() -> int:
                 "blocks_y": override["y"] or 2, "rows_per_block": batch}
 
     kernels.cuda_set_launch_override, kernels.cuda_launch_plan = set_override, plan
-    kernels.ours = CpuOurs(kernels, torch)
     sweep = []
-    check.sweep_shape(torch, kernels, 4, 16, 3, lambda **r: sweep.append(r), time.time() + 60,
-                      device="cpu", t=6)
+    check.sweep_shape(torch, kernels, CpuOurs(kernels, torch), 4, 16, 3,
+                      lambda **r: sweep.append(r), time.time() + 60, device="cpu", t=6)
     report = {"date": "-", "device": "cpu", "torch": "-", "cudnn": "-", "correct": True,
               "timings": [], "checks": [], "notes": [], "sweep": sweep}
     sweep_ok = len(sweep) >= 3 and "| 16 | 3 |" in check.markdown(report)
