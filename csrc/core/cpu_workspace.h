@@ -12,6 +12,7 @@ struct CpuWorkspace {
   T* input_panels = nullptr;       // (units padded to 16) × 3·input_width: the packed kernel
   T* rows_a = nullptr;             // (B, H) forward: z; backward: dL/dh on the state path
   T* rows_b = nullptr;             // (B, H) forward: r⊙h_prev; backward: carried output grads
+  T* rows_c = nullptr;             // (B, H) forward, reset_after=false: h̃'s input part
   T* dhu = nullptr;                // (2, B, 3H) backward, reset_after: dL/d(h_prev·U + b)
 };
 

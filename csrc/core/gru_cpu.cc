@@ -31,25 +31,23 @@ CpuIsa best_cpu_isa() {
 template <typename T>
 struct OwnedWorkspace {
   std::vector<int64_t> first_valid;
-  std::vector<T> panels, input_panels, rows_a, rows_b, dhu;
+  std::vector<T> panels, input_panels, rows_a, rows_b, rows_c, dhu;
   CpuWorkspace<T> view() {
     return {first_valid.data(), panels.data(), input_panels.data(),
-            rows_a.data(),      rows_b.data(), dhu.data()};
+            rows_a.data(),      rows_b.data(), rows_c.data(), dhu.data()};
   }
 };
 
 template <typename T>
 OwnedWorkspace<T> make_workspace(int64_t batch, int64_t time, int64_t units, const bool* mask,
-                                 bool rows, bool dhu, int64_t input_width = 0) {
+                                 int row_buffers, bool dhu, int64_t input_width = 0) {
   OwnedWorkspace<T> w;
   w.first_valid.resize(batch);
   find_first_valid(mask, batch, time, w.first_valid.data());
   w.panels.resize(ceil_div(units, kUnitPadding) * kUnitPadding * 3 * units);
   w.input_panels.resize(ceil_div(units, kUnitPadding) * kUnitPadding * 3 * input_width);
-  if (rows) {
-    w.rows_a.resize(batch * units);
-    w.rows_b.resize(batch * units);
-  }
+  std::vector<T>* rows[] = {&w.rows_a, &w.rows_b, &w.rows_c};  // the first row_buffers
+  for (int i = 0; i < row_buffers; ++i) rows[i]->resize(batch * units);
   if (dhu) w.dhu.resize(2 * batch * 3 * units);
   return w;
 }
@@ -108,7 +106,7 @@ const char* cpu_isa_name(CpuIsa isa) {
 template <typename T>
 void gru_forward_cpu(const GruForwardParams<T>& p, const Workers& workers) {
   if (p.batch == 0 || p.units == 0) return;
-  auto ws = make_workspace<T>(p.batch, p.time, p.units, p.mask, !p.reset_after, false,
+  auto ws = make_workspace<T>(p.batch, p.time, p.units, p.mask, p.reset_after ? 0 : 3, false,
                               p.kernel ? p.input_width : 0);
   advise_outputs<T>(p.batch * p.time * p.units,
                     {p.h_seq, p.update, p.reset, p.candidate, p.hu_candidate});
@@ -130,8 +128,7 @@ void gru_forward_cpu(const GruForwardParams<T>& p, const Workers& workers) {
 template <typename T>
 void gru_backward_cpu(const GruBackwardParams<T>& p, const Workers& workers) {
   if (p.batch == 0 || p.units == 0) return;
-  auto ws = make_workspace<T>(p.batch, p.time, p.units, p.mask, true,
-                              p.reset_after && !p.d_hu);
+  auto ws = make_workspace<T>(p.batch, p.time, p.units, p.mask, 2, p.reset_after && !p.d_hu);
   advise_outputs<T>(p.batch * p.time * 3 * p.units, {p.d_xw, p.d_hu});
   const Workers& w = pick_workers(p.batch, p.units, workers);
   switch (selected_cpu_isa()) {

@@ -34,24 +34,27 @@ struct ForwardKernel {
         streaming(stream_gates()) {}
 
   const T* panel(int64_t ub) const { return ws.panels + ub * H * 3 * W; }
+  // reset_after=false packs each block's candidate columns apart (pack_forward_panels).
+  const T* candidate_panel(int64_t ub) const { return panel(ub) + 2 * H * W; }
+  int64_t update_reset_stride() const { return p.reset_after ? 3 * W : 2 * W; }
   const T* input_panel(int64_t ub) const { return ws.input_panels + ub * p.input_width * 3 * W; }
 
-  // The input pre-activations of gates [g0, g0 + NG) for the rows' block of units: from
-  // xw, or x·W + b_in computed here while the row of x is in cache.
-  template <int Rows, int NG>
-  void input_part(int64_t t, int64_t b0, int64_t ub, int g0, V (&in)[Rows][NG]) const {
+  // The input pre-activations of z, r and h̃ for the rows' block of units: from xw, or
+  // x·W + b_in computed here while the row of x is in cache.
+  template <int Rows>
+  void input_part(int64_t t, int64_t b0, int64_t ub, V (&in)[Rows][3]) const {
     const int64_t j0 = ub * W, w = min64(W, H - j0);
     if (!p.kernel) {
       for (int m = 0; m < Rows; ++m)
-        for (int g = 0; g < NG; ++g)
-          in[m][g] = load_n<S>(p.xw + seq.row(b0 + m, t) * 3 * H + (g0 + g) * H + j0, w);
+        for (int g = 0; g < 3; ++g)
+          in[m][g] = load_n<S>(p.xw + seq.row(b0 + m, t) * 3 * H + g * H + j0, w);
       return;
     }
     const T* x[Rows];
     for (int m = 0; m < Rows; ++m) x[m] = p.x + seq.row(b0 + m, t) * p.input_width;
-    panel_product<Rows, NG, S>(x, 0, p.input_width, input_panel(ub) + g0 * W, 3 * W, in);
-    for (int g = 0; g < NG; ++g) {
-      const V bias = load_n<S>(p.input_bias + (g0 + g) * H + j0, w);
+    panel_product<Rows, 3, S>(x, 0, p.input_width, input_panel(ub), 3 * W, in);
+    for (int g = 0; g < 3; ++g) {
+      const V bias = load_n<S>(p.input_bias + g * H + j0, w);
       for (int m = 0; m < Rows; ++m) in[m][g] += bias;
     }
   }
@@ -86,7 +89,7 @@ struct ForwardKernel {
   template <int Rows>
   void rows_reset_after(int64_t t, int64_t b0, int64_t ub) const {
     V in[Rows][3];
-    input_part<Rows, 3>(t, b0, ub, 0, in);
+    input_part<Rows>(t, b0, ub, in);
     const T* hp[Rows];
     previous_states<Rows>(t, b0, hp);
     V acc[Rows][3];
@@ -112,15 +115,17 @@ struct ForwardKernel {
     }
   }
 
-  // reset_after=false, phase 1: z (kept in ws.rows_a), r and r⊙h_prev (ws.rows_b).
+  // reset_after=false, phase 1: z (kept in ws.rows_a), r and r⊙h_prev (ws.rows_b), and
+  // h̃'s input part (ws.rows_c), projected here with z's and r's: three vectors a row keep
+  // more FMA chains going than the candidate's one would in phase 2.
   template <int Rows>
   void rows_update_reset(int64_t t, int64_t b0, int64_t ub) const {
-    V in[Rows][2];
-    input_part<Rows, 2>(t, b0, ub, 0, in);
+    V in[Rows][3];
+    input_part<Rows>(t, b0, ub, in);
     const T* hp[Rows];
     previous_states<Rows>(t, b0, hp);
     V acc[Rows][2];
-    panel_product<Rows, 2, S>(hp, 0, H, panel(ub), 3 * W, acc);
+    panel_product<Rows, 2, S>(hp, 0, H, panel(ub), update_reset_stride(), acc);
     const int64_t j0 = ub * W, w = min64(W, H - j0);
     const T* bias = p.recurrent_bias + j0;
     const V bz = load_n<S>(bias, w), br = load_n<S>(bias + H, w);
@@ -131,6 +136,7 @@ struct ForwardKernel {
       const V r = sigmoid(in[m][1] + acc[m][1] + br);
       store_n<S>(ws.rows_a + b * H + j0, z, w);
       store_n<S>(ws.rows_b + b * H + j0, r * load_n<S>(hp[m] + j0, w), w);
+      store_n<S>(ws.rows_c + b * H + j0, in[m][2], w);
       store_opt(p.reset, seq.row(b, t) * H + j0, r, w);
     }
   }
@@ -138,12 +144,14 @@ struct ForwardKernel {
   // reset_after=false, phase 2: h̃ = tanh(x_h + (r⊙h_prev)·U_h + b_h), then the state.
   template <int Rows>
   void rows_candidate(int64_t t, int64_t b0, int64_t ub) const {
-    V in[Rows][1];
-    input_part<Rows, 1>(t, b0, ub, 2, in);
     const T* rh[Rows];
     for (int m = 0; m < Rows; ++m) rh[m] = ws.rows_b + (b0 + m) * H;
     V acc[Rows][1];
-    panel_product<Rows, 1, S>(rh, 0, H, panel(ub) + 2 * W, 3 * W, acc);
+    if constexpr (Rows < 8) {
+      panel_product_even_odd<Rows, S>(rh, H, candidate_panel(ub), acc);
+    } else {
+      panel_product<Rows, 1, S>(rh, 0, H, candidate_panel(ub), W, acc);
+    }
     const int64_t j0 = ub * W, w = min64(W, H - j0);
     const V bh = load_n<S>(p.recurrent_bias + 2 * H + j0, w);
     for (int m = 0; m < Rows; ++m) {
@@ -153,7 +161,7 @@ struct ForwardKernel {
         continue;
       }
       const int64_t off = seq.row(b, t) * H + j0;
-      const V hc = tanh_act(in[m][0] + acc[m][0] + bh);
+      const V hc = tanh_act(load_n<S>(ws.rows_c + b * H + j0, w) + acc[m][0] + bh);
       const V z = load_n<S>(ws.rows_a + b * H + j0, w);
       store_n<S>(p.h_seq + off, mix_state(z, load_n<S>(seq.h_prev(b, t) + j0, w), hc), w);
       store_opt(p.update, off, z, w);
@@ -201,7 +209,7 @@ struct ForwardKernel {
   }
 
   void run(const Workers& workers) const {
-    pack_forward_panels(p.recurrent_kernel, H, H, int64_t{W}, ws.panels);
+    pack_forward_panels(p.recurrent_kernel, H, H, int64_t{W}, ws.panels, !p.reset_after);
     if (p.kernel) pack_forward_panels(p.kernel, p.input_width, H, int64_t{W}, ws.input_panels);
     const int64_t stages = p.time * (p.reset_after ? 1 : 2);
     run_staged(workers, stages, blk.chunks(), [this](int64_t s, int64_t c) { run_chunk(s, c); });

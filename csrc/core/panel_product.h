@@ -12,18 +12,26 @@ namespace {  // internal linkage: see gate_math.h
 
 // Forward panels of a (K, 3H) kernel (recurrent: K = H; input: K = I): for each block of W
 // units, K rows of [z | r | h] × W columns, so one step's product for a block streams
-// through memory once. Padded columns are 0.
+// through memory once. Padded columns are 0. With candidate_apart, a block is K rows of
+// [z | r], then K rows of h: for reset_after=false, whose candidate product is a stage of
+// its own and would otherwise read one vector in three (AVX2: a cache line per 4 FMAs).
 template <typename T>
-void pack_forward_panels(const T* kernel, int64_t K, int64_t H, int64_t W, T* panels) {
+void pack_forward_panels(const T* kernel, int64_t K, int64_t H, int64_t W, T* panels,
+                         bool candidate_apart = false) {
   const int64_t blocks = (H + W - 1) / W;
-  for (int64_t ub = 0; ub < blocks; ++ub)
+  for (int64_t ub = 0; ub < blocks; ++ub) {
+    T* block = panels + ub * K * 3 * W;
     for (int64_t k = 0; k < K; ++k)
-      for (int64_t g = 0; g < 3; ++g)
+      for (int64_t g = 0; g < 3; ++g) {
+        T* dst = !candidate_apart ? block + (k * 3 + g) * W
+                 : g < 2          ? block + (k * 2 + g) * W
+                                  : block + (2 * K + k) * W;
         for (int64_t j = 0; j < W; ++j) {
           const int64_t unit = ub * W + j;
-          panels[((ub * K + k) * 3 + g) * W + j] =
-              unit < H ? kernel[k * 3 * H + g * H + unit] : T(0);
+          dst[j] = unit < H ? kernel[k * 3 * H + g * H + unit] : T(0);
         }
+      }
+  }
 }
 
 // Backward panels: Uᵀ by blocks of W output units: 3H rows × W columns.
@@ -54,6 +62,30 @@ inline void panel_product(const T* const* a, int64_t k0, int64_t k1, const T* pa
       for (int v = 0; v < NV; ++v) acc[m][v] += am * u[v];
     }
   }
+}
+
+// acc[m][0] = Σ_k a[m][k] · panel[k·W .. + W) for k in [0, K), over a dense one-vector panel.
+// Even and odd k go to separate accumulators, so R rows keep 2R FMA chains in flight: two
+// FMA pipes of 4 cycles' latency want 8, and AVX2's row groups have 4 rows.
+template <int R, typename S, typename T>
+inline void panel_product_even_odd(const T* const* a, int64_t K, const T* panel,
+                                   typename S::V (&acc)[R][1]) {
+  using V = typename S::V;
+  V even[R], odd[R];
+  for (int m = 0; m < R; ++m) even[m] = odd[m] = V{};
+  int64_t k = 0;
+  for (; k + 1 < K; k += 2) {
+    const V u0 = S::load(panel + k * S::width), u1 = S::load(panel + (k + 1) * S::width);
+    for (int m = 0; m < R; ++m) {
+      even[m] += S::bcast(a[m][k]) * u0;
+      odd[m] += S::bcast(a[m][k + 1]) * u1;
+    }
+  }
+  if (k < K) {
+    const V u = S::load(panel + k * S::width);
+    for (int m = 0; m < R; ++m) even[m] += S::bcast(a[m][k]) * u;
+  }
+  for (int m = 0; m < R; ++m) acc[m][0] = even[m] + odd[m];
 }
 
 // Calls f(std::integral_constant<int, r>) for the runtime row count r in [1, R]: row
