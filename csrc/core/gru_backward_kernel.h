@@ -170,7 +170,7 @@ struct BackwardKernel {
   }
 
   void run(const Workers& workers) const {
-    pack_backward_panels(p.recurrent_kernel, H, int64_t{BW}, ws.panels);
+    pack_backward_panels<BW>(p.recurrent_kernel, H, ws.panels);
     const int64_t n = p.batch * H;
     for (int64_t i = 0; i < n; ++i) {
       ws.rows_a[i] = p.d_h_last ? p.d_h_last[i] : T(0);

@@ -209,8 +209,8 @@ struct ForwardKernel {
   }
 
   void run(const Workers& workers) const {
-    pack_forward_panels(p.recurrent_kernel, H, H, int64_t{W}, ws.panels, !p.reset_after);
-    if (p.kernel) pack_forward_panels(p.kernel, p.input_width, H, int64_t{W}, ws.input_panels);
+    pack_forward_panels<W>(p.recurrent_kernel, H, H, ws.panels, !p.reset_after);
+    if (p.kernel) pack_forward_panels<W>(p.kernel, p.input_width, H, ws.input_panels);
     const int64_t stages = p.time * (p.reset_after ? 1 : 2);
     run_staged(workers, stages, blk.chunks(), [this](int64_t s, int64_t c) { run_chunk(s, c); });
     for (int64_t b = 0; b < p.batch; ++b) {
