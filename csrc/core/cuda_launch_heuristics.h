@@ -63,7 +63,8 @@ inline constexpr int64_t kWeightRowStride = 3 * kSliceMax + static_cast<int64_t>
 
 // Partial sums of every warp, meeting in shared memory (at most 3 gates).
 template <typename T>
-inline constexpr size_t kReduceSmemBytes = size_t{kWarps} * kRowsPerWarp * 3 * kSliceMax * sizeof(T);
+inline constexpr size_t kReduceSmemBytes =
+    size_t{kWarps} * kRowsPerWarp * 3 * kSliceMax * sizeof(T);
 
 // The persistent kernels keep a units × (3·kSliceMax) weight slice resident.
 template <typename T>

@@ -97,10 +97,14 @@ std::string check_backward_op(const BackwardOpShapes& s, bool reset_after, Seque
     bool optional;
     Shape expected;
   } rules[] = {
-      {"update", s.update, false, seq},           {"reset", s.reset, false, seq},
-      {"candidate", s.candidate, false, seq},     {"hu_candidate", s.hu_candidate, !reset_after, seq},
-      {"d_h_seq", s.d_h_seq, false, seq},         {"d_h_last", s.d_h_last, false, state},
-      {"d_update", s.d_update, true, seq},        {"d_reset", s.d_reset, true, seq},
+      {"update", s.update, false, seq},
+      {"reset", s.reset, false, seq},
+      {"candidate", s.candidate, false, seq},
+      {"hu_candidate", s.hu_candidate, !reset_after, seq},
+      {"d_h_seq", s.d_h_seq, false, seq},
+      {"d_h_last", s.d_h_last, false, state},
+      {"d_update", s.d_update, true, seq},
+      {"d_reset", s.d_reset, true, seq},
       {"d_candidate", s.d_candidate, true, seq},
   };
   for (const auto& rule : rules) {

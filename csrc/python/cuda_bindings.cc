@@ -61,8 +61,9 @@ DeviceArray device_array(const py::handle& obj, const char* name) {
     int64_t expected = std::stoll(a.typestr.substr(2));  // item size in bytes
     for (int i = static_cast<int>(a.shape.size()) - 1; i >= 0; --i) {
       if (a.shape[i] > 1 && strides[i].cast<int64_t>() != expected) {
-        throw py::value_error(std::string("`") + name +
-                              "` must be C-contiguous (call .contiguous() / cupy.ascontiguousarray)");
+        throw py::value_error(
+            std::string("`") + name +
+            "` must be C-contiguous (call .contiguous() / cupy.ascontiguousarray)");
       }
       expected *= a.shape[i];
     }
