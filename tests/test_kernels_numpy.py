@@ -109,6 +109,37 @@ def test_projection_inside_the_op_matches_oracle(isa, rng, reset_after, batch, t
                                        err_msg=f"{name} {dtype.__name__}")
 
 
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize("project", [False, True])
+@pytest.mark.parametrize(("batch", "time", "units", "mask_kind"), [
+    (1, 1, 32, "none"), (3, 2, 64, "holes"), (9, 1, 32, "none"), (2, 2, 48, "right_padded"),
+])
+def test_few_steps_read_the_kernels_in_place(isa, rng, reset_after, project, batch, time,
+                                             units, mask_kind):
+    """A call that would read each packed panel at most twice (steps × row groups ≤ 2) and
+    whose units fill whole vectors reads the kernels where they are, unpacked; these shapes
+    take that path with every instruction set (9 rows: with AVX-512's 8-row groups only)."""
+    prob = random_problem(rng, batch, time, units)
+    mask = random_mask(rng, batch, time, mask_kind)
+    width = 24
+    x = rng.normal(size=(batch, time, width))
+    kernel = rng.normal(size=(width, 3 * units)) / np.sqrt(width)
+    input_bias = rng.normal(size=3 * units) * 0.3
+    if project:
+        prob["xw"] = x @ kernel + input_bias
+    ref = gru_sequence_reference(**prob, mask=mask, reset_after=reset_after)
+    for dtype, atol in ((np.float64, 1e-12), (np.float32, 2e-5)):
+        cast = {k: v.astype(dtype) for k, v in prob.items()}
+        extra = {}
+        if project:
+            cast["xw"] = x.astype(dtype)
+            extra = {"kernel": kernel.astype(dtype), "input_bias": input_bias.astype(dtype)}
+        out = forward(cast, mask=mask, reset_after=reset_after, threads=2, **extra)
+        for name in OUTPUTS:
+            np.testing.assert_allclose(out[name], getattr(ref, name), atol=atol,
+                                       err_msg=f"{name} {dtype.__name__}")
+
+
 def test_projection_arguments_are_checked(rng):
     prob = random_problem(rng, 2, 3, 4)
     x = rng.normal(size=(2, 3, 5))

@@ -64,17 +64,20 @@ void pack_backward_panels(const T* U, int64_t H, T* panels) {
   }
 }
 
-// acc[m][v] += Σ_k a[m][k] · panel[k·stride + v·W .. + W) for k in [k0, k1).
+// acc[m][v] = Σ_k a[m][k] · panel[k·stride + v·v_stride .. + W) for k in [k0, k1). A packed
+// panel has its vectors side by side (v_stride = W); a kernel read in place has them a
+// gate's width apart.
 template <int R, int NV, typename S, typename T>
 inline void panel_product(const T* const* a, int64_t k0, int64_t k1, const T* panel,
-                          int64_t stride, typename S::V (&acc)[R][NV]) {
+                          int64_t stride, typename S::V (&acc)[R][NV],
+                          int64_t v_stride = S::width) {
   using V = typename S::V;
   for (int m = 0; m < R; ++m)
     for (int v = 0; v < NV; ++v) acc[m][v] = V{};
   for (int64_t k = k0; k < k1; ++k) {
     const T* p = panel + k * stride;
     V u[NV];
-    for (int v = 0; v < NV; ++v) u[v] = S::load(p + v * S::width);
+    for (int v = 0; v < NV; ++v) u[v] = S::load(p + v * v_stride);
     for (int m = 0; m < R; ++m) {
       const V am = S::bcast(a[m][k]);
       for (int v = 0; v < NV; ++v) acc[m][v] += am * u[v];
@@ -82,25 +85,25 @@ inline void panel_product(const T* const* a, int64_t k0, int64_t k1, const T* pa
   }
 }
 
-// acc[m][0] = Σ_k a[m][k] · panel[k·W .. + W) for k in [0, K), over a dense one-vector panel.
+// acc[m][0] = Σ_k a[m][k] · panel[k·stride .. + W) for k in [0, K), one vector a row.
 // Even and odd k go to separate accumulators, so R rows keep 2R FMA chains in flight: two
 // FMA pipes of 4 cycles' latency want 8, and AVX2's row groups have 4 rows.
 template <int R, typename S, typename T>
 inline void panel_product_even_odd(const T* const* a, int64_t K, const T* panel,
-                                   typename S::V (&acc)[R][1]) {
+                                   int64_t stride, typename S::V (&acc)[R][1]) {
   using V = typename S::V;
   V even[R], odd[R];
   for (int m = 0; m < R; ++m) even[m] = odd[m] = V{};
   int64_t k = 0;
   for (; k + 1 < K; k += 2) {
-    const V u0 = S::load(panel + k * S::width), u1 = S::load(panel + (k + 1) * S::width);
+    const V u0 = S::load(panel + k * stride), u1 = S::load(panel + (k + 1) * stride);
     for (int m = 0; m < R; ++m) {
       even[m] += S::bcast(a[m][k]) * u0;
       odd[m] += S::bcast(a[m][k + 1]) * u1;
     }
   }
   if (k < K) {
-    const V u = S::load(panel + k * S::width);
+    const V u = S::load(panel + k * stride);
     for (int m = 0; m < R; ++m) even[m] += S::bcast(a[m][k]) * u;
   }
   for (int m = 0; m < R; ++m) acc[m][0] = even[m] + odd[m];
