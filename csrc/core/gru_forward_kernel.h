@@ -177,7 +177,7 @@ struct ForwardKernel {
     for (int m = 0; m < Rows; ++m) rh[m] = ws.rows_b + (b0 + m) * H;
     V acc[Rows][1];
     const Weights u = candidate(ub);
-    if constexpr (Rows < 8) {
+    if constexpr (Rows < kFmaChains) {
       panel_product_even_odd<Rows, S>(rh, H, u.base, u.k_stride, acc);
     } else {
       panel_product<Rows, 1, S>(rh, 0, H, u.base, u.k_stride, acc);

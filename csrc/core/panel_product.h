@@ -85,9 +85,12 @@ inline void panel_product(const T* const* a, int64_t k0, int64_t k1, const T* pa
   }
 }
 
+// Independent FMA chains a product needs to keep two FMA pipes of 4 cycles' latency busy.
+constexpr int kFmaChains = 8;
+
 // acc[m][0] = Σ_k a[m][k] · panel[k·stride .. + W) for k in [0, K), one vector a row.
-// Even and odd k go to separate accumulators, so R rows keep 2R FMA chains in flight: two
-// FMA pipes of 4 cycles' latency want 8, and AVX2's row groups have 4 rows.
+// Even and odd k go to separate accumulators, so R rows keep 2R FMA chains in flight, for
+// row groups of fewer than kFmaChains rows (AVX2's have 4).
 template <int R, typename S, typename T>
 inline void panel_product_even_odd(const T* const* a, int64_t K, const T* panel,
                                    int64_t stride, typename S::V (&acc)[R][1]) {
