@@ -12,9 +12,11 @@ Variants (forward = inference; train = forward + backward w.r.t. the weights and
                    package is installed and g++ exists)                    forward
   onednn_gru_avx2  the same, capped at AVX2 (only where the CPU has more)  forward
 
-Keras variants run inside tf.function. Repeats are interleaved in rounds across the variants
-(the machines here are shared: a slow spell then hits every variant, not one), and the median
-is reported. Ratios are only meaningful within one run. Writes cpu-<date>.json/.md/.png.
+--reset-after false times the reset_after=False GRU (r applied to h before U_h): the GateGRU
+and Keras variants only. Keras variants run inside tf.function. Repeats are interleaved in
+rounds across the variants (the machines here are shared: a slow spell then hits every
+variant, not one), and the median is reported. Ratios are only meaningful within one run.
+Writes cpu-<date>.json/.md/.png.
 """
 
 from __future__ import annotations
@@ -193,8 +195,24 @@ class Bench:
 
 
 # ---- Keras and GateGRU variants --------------------------------------------------------------
+def _gates(cell: keras.layers.GRUCell, xw: tf.Tensor, h_prev: tf.Tensor) -> tuple:
+    """z, r, h̃ from the input projection x·W (no bias yet) and the previous state, with the
+    cell's own reset_after and biases (Keras's math)."""
+    if cell.reset_after:
+        xz, xr, xh = tf.split(xw + cell.bias[0], 3, axis=-1)
+        hz, hr, hh = tf.split(tf.matmul(h_prev, cell.recurrent_kernel) + cell.bias[1], 3,
+                              axis=-1)
+        z, r = tf.sigmoid(xz + hz), tf.sigmoid(xr + hr)
+        return z, r, tf.tanh(xh + r * hh)
+    xz, xr, xh = tf.split(xw + cell.bias, 3, axis=-1)
+    uz, ur, uh = tf.split(cell.recurrent_kernel, 3, axis=-1)
+    z = tf.sigmoid(xz + tf.matmul(h_prev, uz))
+    r = tf.sigmoid(xr + tf.matmul(h_prev, ur))
+    return z, r, tf.tanh(xh + tf.matmul(r * h_prev, uh))
+
+
 class GatesGRUCell(keras.layers.GRUCell):
-    """The seed approach: a GRUCell whose per-step output is concat[h, z, r, h̃] (reset_after)."""
+    """The seed approach: a GRUCell whose per-step output is concat[h, z, r, h̃]."""
 
     def __init__(self, units: int, **kwargs: Any) -> None:
         super().__init__(units, **kwargs)
@@ -202,11 +220,7 @@ class GatesGRUCell(keras.layers.GRUCell):
 
     def call(self, inputs: tf.Tensor, states: Any, training: bool = False) -> tuple:
         h_prev = states[0] if isinstance(states, (list, tuple)) else states
-        xz, xr, xh = tf.split(tf.matmul(inputs, self.kernel) + self.bias[0], 3, axis=-1)
-        hz, hr, hh = tf.split(tf.matmul(h_prev, self.recurrent_kernel) + self.bias[1], 3, axis=-1)
-        z = tf.sigmoid(xz + hz)
-        r = tf.sigmoid(xr + hr)
-        cand = tf.tanh(xh + r * hh)
+        z, r, cand = _gates(self, tf.matmul(inputs, self.kernel), h_prev)
         h = z * h_prev + (1.0 - z) * cand
         return tf.concat([h, z, r, cand], axis=-1), [h]
 
@@ -219,17 +233,10 @@ def recompute_gates(x: tf.Tensor, seq: tf.Tensor, gru: keras.layers.GRU) -> tupl
     """z, r, h̃ for every step from a GRU's output sequence, in three large matmuls' worth of
     work: h_prev is the output shifted by one step (h0 = 0)."""
     batch, steps, units = tf.shape(seq)[0], tf.shape(seq)[1], gru.units
-    cell = gru.cell
     h_prev = tf.concat([tf.zeros_like(seq[:, :1]), seq[:, :-1]], axis=1)
-    xw = tf.matmul(tf.reshape(x, [batch * steps, -1]), cell.kernel) + cell.bias[0]
-    hu = tf.matmul(tf.reshape(h_prev, [batch * steps, units]), cell.recurrent_kernel)
-    hu += cell.bias[1]
-    xz, xr, xh = tf.split(xw, 3, axis=-1)
-    hz, hr, hh = tf.split(hu, 3, axis=-1)
-    z = tf.sigmoid(xz + hz)
-    r = tf.sigmoid(xr + hr)
-    cand = tf.tanh(xh + r * hh)
-    return tuple(tf.reshape(g, [batch, steps, units]) for g in (z, r, cand))
+    xw = tf.matmul(tf.reshape(x, [batch * steps, -1]), gru.cell.kernel)
+    gates = _gates(gru.cell, xw, tf.reshape(h_prev, [batch * steps, units]))
+    return tuple(tf.reshape(g, [batch, steps, units]) for g in gates)
 
 
 def _gate_dict(z: Any, r: Any, cand: Any) -> dict[str, np.ndarray]:
@@ -274,13 +281,14 @@ def _gategru_loss(out: Any) -> tf.Tensor:
 
 
 def keras_benches(
-    dims: tuple[int, int, int, int], x_np: np.ndarray, wanted: set[str], modes: set[str]
+    dims: tuple[int, int, int, int], x_np: np.ndarray, wanted: set[str], modes: set[str],
+    reset_after: bool = True,
 ) -> tuple[list[Bench], list[np.ndarray]]:
     """The TensorFlow variants, all with the same weights (so their outputs can be checked
     against each other). Returns them and the weights in Keras's layout."""
     _, _, width, units = dims
     x = tf.constant(x_np)
-    gru = keras.layers.GRU(units, return_sequences=True)
+    gru = keras.layers.GRU(units, return_sequences=True, reset_after=reset_after)
     gru.build((None, None, width))
     kernel, recurrent, bias = gru.get_weights()
     # Keras initialises the bias to 0; a random one makes the output checks cover it.
@@ -305,13 +313,13 @@ def keras_benches(
             step = _train_fn(layer, loss_of)
             benches.append(Bench(name, "train", timed_loop(lambda: step(x))))
 
-    add("gategru_gates",
-        lambda: gategru.GateGRU(units, return_sequences=True, return_gates=True),
+    same = {"return_sequences": True, "reset_after": reset_after}
+    add("gategru_gates", lambda: gategru.GateGRU(units, return_gates=True, **same),
         _gategru_outputs, _gategru_loss)
-    add("gategru_nogates", lambda: gategru.GateGRU(units, return_sequences=True),
-        _h_only, _sum_all)
+    add("gategru_nogates", lambda: gategru.GateGRU(units, **same), _h_only, _sum_all)
     add("keras_gru", lambda: gru, _h_only, _sum_all)
-    add("keras_cell", lambda: keras.layers.RNN(GatesGRUCell(units), return_sequences=True),
+    add("keras_cell", lambda: keras.layers.RNN(GatesGRUCell(units, reset_after=reset_after),
+                                               return_sequences=True),
         _cell_outputs, _sum_all)
 
     if "keras_recompute" in wanted and "forward" in modes:
@@ -598,12 +606,13 @@ def time_benches(benches: list[Bench], args: argparse.Namespace) -> None:
 
 
 # ---- the long sequence -----------------------------------------------------------------------
-def long_run(steps: int, chunk: int) -> dict:
+def long_run(steps: int, chunk: int, reset_after: bool = True) -> dict:
     """GateGRU with gates over B=1, T=steps, I=32, H=128, in chunks of `chunk` steps with the
     state carried between calls (chunk 0: one call)."""
     width, units = 32, 128
     chunk = steps if chunk <= 0 else min(chunk, steps)
-    layer = gategru.GateGRU(units, return_sequences=True, return_state=True, return_gates=True)
+    layer = gategru.GateGRU(units, return_sequences=True, return_state=True, return_gates=True,
+                            reset_after=reset_after)
     layer.build((None, None, width))
     fn = tf.function(
         lambda x, h: layer(x, initial_state=h, training=False), jit_compile=False,
@@ -738,8 +747,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results",
                    help="where cpu-<date>.json/.md/.png go (default: bench/results)")
     p.add_argument("--seed", type=int, default=0, help="seed of the inputs (default 0)")
+    p.add_argument("--reset-after", choices=("true", "false"), default="true",
+                   help="the GRU variant (default true, Keras's default); false skips torch and "
+                   "oneDNN, which compute the true form only (files cpu-<date>-reset-before.*)")
     args = p.parse_args(argv)
     quick = args.quick
+    args.reset_after = args.reset_after == "true"
     args.shapes = dict(args.shapes or (QUICK_SHAPES.items() if quick else SHAPES.items()))
     args.long_steps = args.long_steps or (20_000 if quick else 1_000_000)
     args.budget = args.budget if args.budget is not None else (0.05 if quick else 3.0)
@@ -768,6 +781,8 @@ def main(argv: list[str] | None = None) -> int:
         # OpenMP peers (torch, oneDNN) spin at barriers: a busy machine hurts them most.
         _log(f"warning: load average {loadavg_start[0]:.1f} on {os.cpu_count()} cores; "
              "timings will be noisy, torch and oneDNN the most")
+    if not args.reset_after:  # both compute the reset_after=True GRU only
+        wanted -= {"torch_gru", "onednn_gru", "onednn_gru_avx2"}
     torch, torch_reason = load_torch(wanted)
     onednn_wanted = [v for v in ("onednn_gru", "onednn_gru_avx2") if v in wanted]
     binary, onednn_reason = build_onednn() if onednn_wanted else (None, "not selected")
@@ -776,6 +791,10 @@ def main(argv: list[str] | None = None) -> int:
     reasons["torch_gru"] = torch_reason
     for v in onednn_wanted:
         reasons[v] = None if binary else onednn_reason
+    if not args.reset_after:
+        for v in ("torch_gru", "onednn_gru", "onednn_gru_avx2"):
+            if v in args.variants:
+                reasons[v] = "computes the reset_after=True GRU only"
 
     _log(f"matmul rate ({args.matmul_n}²)")
     matmul_first = matmul_rate(args.matmul_n, 1.0 if not args.quick else 0.1)
@@ -789,7 +808,7 @@ def main(argv: list[str] | None = None) -> int:
             batch, steps, width, _ = dims
             x_np = np.random.default_rng(args.seed).standard_normal((batch, steps, width),
                                                                     np.float32)
-            benches, weights = keras_benches(dims, x_np, wanted, modes)
+            benches, weights = keras_benches(dims, x_np, wanted, modes, args.reset_after)
             if torch is not None:
                 benches += torch_benches(torch, dims, x_np, weights, modes)
             servers: list[OneDnnServer] = []
@@ -828,7 +847,7 @@ def main(argv: list[str] | None = None) -> int:
         long = None
         if args.long:
             _log(f"long sequence: {args.long_steps} steps, chunks of {args.long_chunk}")
-            long = long_run(args.long_steps, args.long_chunk)
+            long = long_run(args.long_steps, args.long_chunk, args.reset_after)
         _log("matmul rate again")
         matmul_last = matmul_rate(args.matmul_n, 1.0 if not args.quick else 0.1)
 
@@ -878,7 +897,7 @@ def main(argv: list[str] | None = None) -> int:
     today = dt.date.today().isoformat()
     report = {
         "date": today, "started": started,
-        "argv": sys.argv[1:], "quick": args.quick,
+        "argv": sys.argv[1:], "quick": args.quick, "reset_after": args.reset_after,
         "machine": machine_info(), "versions": versions(torch, onednn_header),
         "onednn": onednn_header, "threads": threads,
         "env": {k: os.environ.get(k) for k in ("TF_ENABLE_ONEDNN_OPTS", "OPENBLAS_CORETYPE",
@@ -901,7 +920,8 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": time.perf_counter() - t_start,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"cpu-{today}{'-quick' if args.quick else ''}"
+    stem = args.out / (f"cpu-{today}{'' if args.reset_after else '-reset-before'}"
+                       f"{'-quick' if args.quick else ''}")
     stem.with_suffix(".json").write_text(json.dumps(report, indent=1, default=float) + "\n")
     text = markdown(report)
     stem.with_suffix(".md").write_text(text)

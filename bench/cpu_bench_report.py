@@ -21,7 +21,9 @@ def markdown(report: dict) -> str:
     mm = report["matmul"]
     m = report["machine"]
     lines = [
-        f"# CPU benchmark, {report['date']}{' (quick smoke run)' if report['quick'] else ''}",
+        f"# CPU benchmark, {report['date']}"
+        f"{'' if report.get('reset_after', True) else ', reset_after=False'}"
+        f"{' (quick smoke run)' if report['quick'] else ''}",
         "",
         f"{(m.get('cpu') or {}).get('Model name', '?')}, {m['nproc']} cores, "
         f"ISA {'/'.join(m.get('isa', []))}; {report['threads']['threads']} threads everywhere; "
@@ -73,7 +75,9 @@ def markdown(report: dict) -> str:
     if report["targets"]:
         lines += ["", "## Targets (issue #4)", "",
                   "Time ratios: the median of the ratios taken round by round (each round times "
-                  "every variant within seconds), with their range over the rounds.", "",
+                  "every variant within seconds), with their range over the rounds."
+                  + ("" if report.get("reset_after", True) else " The issue sets them for "
+                     "reset_after=True; here they are read for reset_after=False."), "",
                   "| shape | target | ratio | range over rounds | goal | met |",
                   "|---|---|---|---|---|---|"]
         for t in report["targets"]:

@@ -59,6 +59,35 @@ def test_quick_benchmark_writes_complete_report(tmp_path: Path) -> None:
     assert report["machine"]["nproc"] >= 1 and report["versions"]["tensorflow"]
 
 
+def test_quick_benchmark_of_the_reset_before_gru(tmp_path: Path) -> None:
+    """--reset-after false: the GateGRU and Keras variants with reset_after=False agree with
+    each other (h and the gates), and the reset_after=True-only peers say why they are out."""
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--rounds", "2", "--reset-after", "false",
+         "--no-memory", "--out", str(out)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=180,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [report_path] = out.glob("cpu-*-reset-before-quick.json")
+    report = json.loads(report_path.read_text())
+    assert report["reset_after"] is False
+    assert "reset_after=False" in report_path.with_suffix(".md").read_text()
+    for name in ("torch_gru", "onednn_gru", "onednn_gru_avx2"):
+        assert not report["variants"][name]["available"]
+        assert "reset_after=True" in report["variants"][name]["reason"]
+    [shape] = report["shapes"]
+    checks = report["output_checks"][shape]
+    for name in ("gategru_gates", "gategru_nogates", "keras_cell", "keras_recompute"):
+        assert report["variants"][name]["available"], report["variants"][name]["reason"]
+        assert checks[name]["h"] < 1e-4, (name, checks[name])
+    # GateGRU's gates against the custom cell's, and the recomputed ones against the cell's.
+    assert checks["gategru_gates"]["gates_reference"] == "keras_cell"
+    assert checks["gategru_gates"]["gates"] < 1e-4, checks["gategru_gates"]
+    assert checks["keras_recompute"]["gates"] < 1e-4, checks["keras_recompute"]
+
+
 def _bench_module(name: str):
     """A side-effect-free module of bench/ (cpu_bench.py itself sets threads on import)."""
     sys.path.insert(0, str(BENCH.parent))
