@@ -53,10 +53,10 @@ template <typename T>
 struct OwnedWorkspace {
   std::vector<int64_t> first_valid;
   PanelBuffer<T> panels, input_panels;
-  std::vector<T> rows_a, rows_b, rows_c, dhu;
+  std::vector<T> rows_a, rows_b, rows_c, dhu, products;
   CpuWorkspace<T> view() {
-    return {first_valid.data(), panels.data(), input_panels.data(),
-            rows_a.data(),      rows_b.data(), rows_c.data(), dhu.data()};
+    return {first_valid.data(), panels.data(), input_panels.data(), rows_a.data(),
+            rows_b.data(),      rows_c.data(), dhu.data(),          products.data()};
   }
 };
 
@@ -130,6 +130,7 @@ void gru_forward_cpu(const GruForwardParams<T>& p, const Workers& workers) {
   if (p.batch == 0 || p.units == 0) return;
   auto ws = make_workspace<T>(p.batch, p.time, p.units, p.mask, p.reset_after ? 0 : 3, false,
                               p.kernel ? p.input_width : 0);
+  if (may_stream_rows(p.batch, p.time)) ws.products.resize(2 * p.batch * 3 * p.units);
   advise_outputs<T>(p.batch * p.time * p.units,
                     {p.h_seq, p.update, p.reset, p.candidate, p.hu_candidate});
   const Workers& w = pick_workers(p.batch, p.units, workers);

@@ -25,6 +25,8 @@ struct ForwardKernel {
   int64_t H;
   bool streaming;
   bool in_place;
+  bool stream_rows;
+  int64_t parts;
 
   ForwardKernel(const GruForwardParams<T>& params, const CpuWorkspace<T>& w, int workers)
       : p(params),
@@ -33,7 +35,9 @@ struct ForwardKernel {
         blk(choose_blocking(p.batch, p.units, W, R, workers)),
         H(p.units),
         streaming(stream_gates()),
-        in_place(read_in_place()) {}
+        in_place(read_in_place()),
+        stream_rows(in_place && ws.products && may_stream_rows(p.batch, p.time)),
+        parts(min64(workers, blk.chunks())) {}
 
   const T* panel(int64_t ub) const { return ws.panels + ub * H * 3 * W; }
   const T* input_panel(int64_t ub) const { return ws.input_panels + ub * p.input_width * 3 * W; }
@@ -76,10 +80,14 @@ struct ForwardKernel {
           in[m][g] = load_n<S>(p.xw + seq.row(b0 + m, t) * 3 * H + g * H + j0, w);
       return;
     }
-    const T* x[Rows];
-    for (int m = 0; m < Rows; ++m) x[m] = p.x + seq.row(b0 + m, t) * p.input_width;
-    const Weights u = input(ub);
-    panel_product<Rows, 3, S>(x, 0, p.input_width, u.base, u.k_stride, in, u.v_stride);
+    if (stream_rows) {
+      product_of<Rows, 3>(input_products(), b0, j0, in);
+    } else {
+      const T* x[Rows];
+      for (int m = 0; m < Rows; ++m) x[m] = p.x + seq.row(b0 + m, t) * p.input_width;
+      const Weights u = input(ub);
+      panel_product<Rows, 3, S>(x, 0, p.input_width, u.base, u.k_stride, in, u.v_stride);
+    }
     for (int g = 0; g < 3; ++g) {
       const V bias = load_n<S>(p.input_bias + g * H + j0, w);
       for (int m = 0; m < Rows; ++m) in[m][g] += bias;
@@ -120,9 +128,13 @@ struct ForwardKernel {
     const T* hp[Rows];
     previous_states<Rows>(t, b0, hp);
     V acc[Rows][3];
-    const Weights u = recurrent(ub);
-    panel_product<Rows, 3, S>(hp, 0, H, u.base, u.k_stride, acc, u.v_stride);
     const int64_t j0 = ub * W, w = min64(W, H - j0);
+    if (stream_rows) {
+      product_of<Rows, 3>(recurrent_products(), b0, j0, acc);
+    } else {
+      const Weights u = recurrent(ub);
+      panel_product<Rows, 3, S>(hp, 0, H, u.base, u.k_stride, acc, u.v_stride);
+    }
     const T* bias = p.recurrent_bias + j0;
     const V bz = load_n<S>(bias, w), br = load_n<S>(bias + H, w), bh = load_n<S>(bias + 2 * H, w);
     for (int m = 0; m < Rows; ++m) {
@@ -153,9 +165,13 @@ struct ForwardKernel {
     const T* hp[Rows];
     previous_states<Rows>(t, b0, hp);
     V acc[Rows][2];
-    const Weights u = recurrent(ub);
-    panel_product<Rows, 2, S>(hp, 0, H, u.base, u.k_stride, acc, u.v_stride);
     const int64_t j0 = ub * W, w = min64(W, H - j0);
+    if (stream_rows) {
+      product_of<Rows, 2>(recurrent_products(), b0, j0, acc);
+    } else {
+      const Weights u = recurrent(ub);
+      panel_product<Rows, 2, S>(hp, 0, H, u.base, u.k_stride, acc, u.v_stride);
+    }
     const T* bias = p.recurrent_bias + j0;
     const V bz = load_n<S>(bias, w), br = load_n<S>(bias + H, w);
     for (int m = 0; m < Rows; ++m) {
@@ -176,13 +192,15 @@ struct ForwardKernel {
     const T* rh[Rows];
     for (int m = 0; m < Rows; ++m) rh[m] = ws.rows_b + (b0 + m) * H;
     V acc[Rows][1];
+    const int64_t j0 = ub * W, w = min64(W, H - j0);
     const Weights u = candidate(ub);
-    if constexpr (Rows < kFmaChains) {
+    if (stream_rows) {
+      product_of<Rows, 1>(recurrent_products() + 2 * H, b0, j0, acc);
+    } else if constexpr (Rows < kFmaChains) {
       panel_product_even_odd<Rows, S>(rh, H, u.base, u.k_stride, acc);
     } else {
       panel_product<Rows, 1, S>(rh, 0, H, u.base, u.k_stride, acc);
     }
-    const int64_t j0 = ub * W, w = min64(W, H - j0);
     const V bh = load_n<S>(p.recurrent_bias + 2 * H + j0, w);
     for (int m = 0; m < Rows; ++m) {
       const int64_t b = b0 + m;
@@ -205,9 +223,79 @@ struct ForwardKernel {
     return true;
   }
 
+  // Calls of a few rows and steps (stream_rows) read the weights row by row: each step
+  // (each phase with reset_after=false) is then two stages, the products of all rows
+  // into ws.products, a slice of columns per part, then the gates as usual, which read
+  // their products from there.
+  T* input_products() const { return ws.products; }
+  T* recurrent_products() const { return ws.products + p.batch * 3 * H; }
+
+  template <int Rows, int NV>
+  void product_of(const T* products, int64_t b0, int64_t j0, V (&acc)[Rows][NV]) const {
+    for (int m = 0; m < Rows; ++m)
+      for (int v = 0; v < NV; ++v) acc[m][v] = S::load(products + (b0 + m) * 3 * H + v * H + j0);
+  }
+
+  // Part i runs as chunk chunks·i/parts, the first of worker i's share in run_staged, so
+  // each worker reads its own slice of every row; any other chunk has nothing to do here.
+  int64_t part_of(int64_t chunk) const {
+    for (int64_t i = 0; i < parts; ++i)
+      if (blk.chunks() * i / parts == chunk) return i;
+    return -1;
+  }
+
+  // Columns [c0, c1) of n, whole vectors, for the given part.
+  void slice(int64_t part, int64_t n, int64_t& c0, int64_t& c1) const {
+    const int64_t vectors = n / W;
+    c0 = vectors * part / parts * W;
+    c1 = vectors * (part + 1) / parts * W;
+  }
+
+  void stream_products(int64_t t, int64_t phase, int64_t chunk) const {
+    const int64_t part = part_of(chunk);
+    if (part < 0) return;
+    with_rows<kStreamedRows>(p.batch, [&](auto rows) {
+      constexpr int n = decltype(rows)::value;
+      const T* a[n];
+      T* out[n];
+      int64_t c0, c1;
+      if (phase == 1) {  // reset_after=false's candidate: (r⊙h_prev)·U_h
+        for (int m = 0; m < n; ++m) {
+          a[m] = ws.rows_b + m * H;
+          out[m] = recurrent_products() + m * 3 * H + 2 * H;
+        }
+        slice(part, H, c0, c1);
+        return row_stream_product<n, S>(a, H, p.recurrent_kernel + 2 * H, 3 * H, c0, c1, out);
+      }
+      if (p.kernel) {
+        for (int m = 0; m < n; ++m) {
+          a[m] = p.x + seq.row(m, t) * p.input_width;
+          out[m] = input_products() + m * 3 * H;
+        }
+        slice(part, 3 * H, c0, c1);
+        row_stream_product<n, S>(a, p.input_width, p.kernel, 3 * H, c0, c1, out);
+      }
+      for (int m = 0; m < n; ++m) {
+        a[m] = seq.h_prev(m, t);
+        out[m] = recurrent_products() + m * 3 * H;
+      }
+      slice(part, p.reset_after ? 3 * H : 2 * H, c0, c1);
+      row_stream_product<n, S>(a, H, p.recurrent_kernel, 3 * H, c0, c1, out);
+    });
+  }
+
   void run_chunk(int64_t stage, int64_t chunk) const {
+    if (stream_rows) {
+      if (stage % 2 == 0) return stream_products_of_stage(stage / 2, chunk);
+      stage /= 2;
+    }
     run_rows(stage, chunk);
     if (streaming) S::fence();  // the streamed gates, before the barrier
+  }
+
+  void stream_products_of_stage(int64_t stage, int64_t chunk) const {
+    const int64_t phases = p.reset_after ? 1 : 2;
+    stream_products(stage / phases, stage % phases, chunk);
   }
 
   void run_rows(int64_t stage, int64_t chunk) const {
@@ -243,7 +331,7 @@ struct ForwardKernel {
       pack_forward_panels<W>(p.recurrent_kernel, H, H, ws.panels, !p.reset_after);
       if (p.kernel) pack_forward_panels<W>(p.kernel, p.input_width, H, ws.input_panels);
     }
-    const int64_t stages = p.time * (p.reset_after ? 1 : 2);
+    const int64_t stages = p.time * (p.reset_after ? 1 : 2) * (stream_rows ? 2 : 1);
     run_staged(workers, stages, blk.chunks(), [this](int64_t s, int64_t c) { run_chunk(s, c); });
     for (int64_t b = 0; b < p.batch; ++b) {
       const bool any_valid = seq.first_valid[b] < p.time;

@@ -85,6 +85,50 @@ inline void panel_product(const T* const* a, int64_t k0, int64_t k1, const T* pa
   }
 }
 
+// out[m][c] = Σ_k a[m][k] · w[k·ld + c] for c in [c0, c1) (whole vectors), k in [0, K).
+// For calls of a few rows, where the product is the time it takes to read the weights:
+// it reads them row by row, front to back, four rows at a time, and keeps its sums in
+// `out` (L1). A unit block's columns read in place (panel_product) are a few 64-byte
+// pieces of every row, which the prefetchers do not follow: one core, K = 1024,
+// 3H = 3072, L3-resident, one row of a: 1.1 ms that way, 0.20 ms this way.
+template <int R, typename S, typename T>
+void row_stream_product(const T* const* a, int64_t K, const T* w, int64_t ld, int64_t c0,
+                        int64_t c1, T* const* out) {
+  using V = typename S::V;
+  constexpr int64_t kW = S::width;
+  for (int m = 0; m < R; ++m)
+    for (int64_t c = c0; c < c1; c += kW) S::store(out[m] + c, V{});
+  int64_t k = 0;
+  for (; k + 4 <= K; k += 4) {
+    const T* w0 = w + k * ld;
+    V am[R][4];
+    for (int m = 0; m < R; ++m)
+      for (int i = 0; i < 4; ++i) am[m][i] = S::bcast(a[m][k + i]);
+    for (int64_t c = c0; c < c1; c += kW) {
+      const V u0 = S::load(w0 + c), u1 = S::load(w0 + ld + c);
+      const V u2 = S::load(w0 + 2 * ld + c), u3 = S::load(w0 + 3 * ld + c);
+      for (int m = 0; m < R; ++m) {
+        V acc = S::load(out[m] + c);
+        acc += am[m][0] * u0;
+        acc += am[m][1] * u1;
+        acc += am[m][2] * u2;
+        acc += am[m][3] * u3;
+        S::store(out[m] + c, acc);
+      }
+    }
+  }
+  for (; k < K; ++k) {
+    const T* wk = w + k * ld;
+    for (int m = 0; m < R; ++m) {
+      const V am = S::bcast(a[m][k]);
+      for (int64_t c = c0; c < c1; c += kW) {
+        const V acc = S::load(out[m] + c) + am * S::load(wk + c);
+        S::store(out[m] + c, acc);
+      }
+    }
+  }
+}
+
 // Independent FMA chains a product needs to keep two FMA pipes of 4 cycles' latency busy.
 constexpr int kFmaChains = 8;
 

@@ -19,6 +19,13 @@ inline bool worth_threads(int64_t batch, int64_t units) {
   return batch * 3 * units * units >= (int64_t{1} << 12);
 }
 
+// Forward calls of at most this many rows and 2 steps may read the weights row by row
+// (row_stream_product), into a (2, B, 3H) buffer the dispatcher provides.
+constexpr int64_t kStreamedRows = 4;
+inline bool may_stream_rows(int64_t batch, int64_t time) {
+  return batch <= kStreamedRows && time <= 2;
+}
+
 // A chunk is a range of row groups × one block of `lanes` units. Chunk numbers go unit
 // block by unit block, so a worker's contiguous share is a slice of the recurrent kernel,
 // which stays in its cache. Rows are split too, for two reasons: with few unit blocks to
