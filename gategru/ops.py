@@ -257,13 +257,17 @@ def _gate_gru_forward_grad(op: tf.Operation, *grads: tf.Tensor | None):
         d_candidate=_empty_if_none(d_candidate, h0),
         reset_after=reset_after,
     )
-    # Weight gradients are sums over all steps: a few large matmuls, not per-step work.
+    # Weight gradients are sums over all steps: a few large matmuls, not per-step work. A
+    # tape names the inputs nobody wants a gradient of (data fed to a first layer, biases
+    # of use_bias=False): their matmuls are skipped, as TF's MatMul gradient skips them
+    # for Keras's GRU.
+    skip = getattr(op, "skip_input_indices", None) or ()
     units = tf.shape(h0)[1]
     h_prev = tf.reshape(previous_states(h_seq, h0, mask), [-1, units])
     if reset_after:  # d_hu = [d_z, d_r, d_h·r], the gradient of h_prev·U + b_rec
         flat_d_hu = tf.reshape(d_hu, [-1, 3 * units])
         d_recurrent = tf.matmul(h_prev, flat_d_hu, transpose_a=True)
-        d_bias = _sum_rows(flat_d_hu)
+        d_bias = None if 3 in skip else _sum_rows(flat_d_hu)
     else:
         d_zr = d_xw[..., : 2 * units]
         d_h = d_xw[..., 2 * units :]
@@ -275,19 +279,20 @@ def _gate_gru_forward_grad(op: tf.Operation, *grads: tf.Tensor | None):
             ],
             axis=1,
         )
-        d_bias = _sum_rows(tf.reshape(d_xw, [-1, 3 * units]))
+        d_bias = None if 3 in skip else _sum_rows(tf.reshape(d_xw, [-1, 3 * units]))
     if kernel.shape.rank == 1:  # inputs were the projections
-        return d_xw, d_h0, d_recurrent, d_bias, None, None, None
+        return (None if 0 in skip else d_xw), d_h0, d_recurrent, d_bias, None, None, None
     width = tf.shape(kernel)[0]
-    if mask.shape.rank == 2:
-        # Masked steps never read x, and their d_xw is 0; but NaN or ±Inf padding times 0
-        # is NaN, which would spoil d_kernel for every row.
-        inputs = tf.where(mask[..., None], inputs, tf.zeros([], inputs.dtype))
-    flat_x = tf.reshape(inputs, [-1, width])
     flat_d_xw = tf.reshape(d_xw, [-1, 3 * units])
-    d_inputs = tf.reshape(
-        tf.matmul(flat_d_xw, kernel, transpose_b=True), tf.shape(inputs)
-    )
-    d_kernel = tf.matmul(flat_x, flat_d_xw, transpose_a=True)
-    d_input_bias = _sum_rows(flat_d_xw)
+    d_inputs = d_kernel = d_input_bias = None
+    if 0 not in skip:
+        d_inputs = tf.reshape(tf.matmul(flat_d_xw, kernel, transpose_b=True), tf.shape(inputs))
+    if 5 not in skip:
+        if mask.shape.rank == 2:
+            # Masked steps never read x, and their d_xw is 0; but NaN or ±Inf padding
+            # times 0 is NaN, which would spoil d_kernel for every row.
+            inputs = tf.where(mask[..., None], inputs, tf.zeros([], inputs.dtype))
+        d_kernel = tf.matmul(tf.reshape(inputs, [-1, width]), flat_d_xw, transpose_a=True)
+    if 6 not in skip:
+        d_input_bias = _sum_rows(flat_d_xw)
     return d_inputs, d_h0, d_recurrent, d_bias, None, d_kernel, d_input_bias
