@@ -4,14 +4,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
-#include <memory>
-#include <new>
-#include <vector>
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
 
 #include "cpu_isa.h"
+#include "cpu_scratch.h"
 #include "gru_cpu.h"
 #include "sequence_layout.h"
 
@@ -30,49 +28,55 @@ CpuIsa best_cpu_isa() {
   return CpuIsa::baseline;
 }
 
-// The packed panels: written whole by the packing before any read, so not zeroed first
-// (at one step a call, zeroing cost as much as the step), and on cache lines, so that a
-// 64-byte vector load is one line, not two.
-template <typename T>
-class PanelBuffer {
- public:
-  void resize(int64_t n) {
-    if (n > 0) data_.reset(static_cast<T*>(::operator new[](n * sizeof(T), kLine)));
-  }
-  T* data() const { return data_.get(); }
-
- private:
-  static constexpr std::align_val_t kLine{64};
-  struct Free {
-    void operator()(T* p) const { ::operator delete[](p, kLine); }
-  };
-  std::unique_ptr<T[], Free> data_;
+struct WorkspaceSizes {
+  int64_t batch, time, units, input_width;
+  int row_buffers;
+  bool dhu, products;
 };
 
+// The packed panels are written whole by the packing before any read, so not zeroed
+// (at one step a call, zeroing cost as much as the step); the rest starts at 0.
 template <typename T>
-struct OwnedWorkspace {
-  std::vector<int64_t> first_valid;
-  PanelBuffer<T> panels, input_panels;
-  std::vector<T> rows_a, rows_b, rows_c, dhu, products;
-  CpuWorkspace<T> view() {
-    return {first_valid.data(), panels.data(), input_panels.data(), rows_a.data(),
-            rows_b.data(),      rows_c.data(), dhu.data(),          products.data()};
-  }
-};
-
-template <typename T>
-OwnedWorkspace<T> make_workspace(int64_t batch, int64_t time, int64_t units, const bool* mask,
-                                 int row_buffers, bool dhu, int64_t input_width = 0) {
-  OwnedWorkspace<T> w;
-  w.first_valid.resize(batch);
-  find_first_valid(mask, batch, time, w.first_valid.data());
-  w.panels.resize(ceil_div(units, kUnitPadding) * kUnitPadding * 3 * units);
-  w.input_panels.resize(ceil_div(units, kUnitPadding) * kUnitPadding * 3 * input_width);
-  std::vector<T>* rows[] = {&w.rows_a, &w.rows_b, &w.rows_c};  // the first row_buffers
-  for (int i = 0; i < row_buffers; ++i) rows[i]->resize(batch * units);
-  if (dhu) w.dhu.resize(2 * batch * 3 * units);
+CpuWorkspace<T> carve_workspace(Carving& c, const WorkspaceSizes& n) {
+  const int64_t padded = ceil_div(n.units, kUnitPadding) * kUnitPadding;
+  CpuWorkspace<T> w;
+  w.first_valid = c.take<int64_t>(n.batch);
+  w.panels = c.take<T>(padded * 3 * n.units);
+  w.input_panels = c.take<T>(padded * 3 * n.input_width);
+  T** rows[] = {&w.rows_a, &w.rows_b, &w.rows_c};  // the first row_buffers
+  for (int i = 0; i < n.row_buffers; ++i) *rows[i] = c.take<T>(n.batch * n.units);
+  w.dhu = n.dhu ? c.take<T>(2 * n.batch * 3 * n.units) : nullptr;
+  w.products = n.products ? c.take<T>(2 * n.batch * 3 * n.units) : nullptr;
   return w;
 }
+
+template <typename T>
+class OwnedWorkspace {
+ public:
+  OwnedWorkspace(const WorkspaceSizes& n, const bool* mask)
+      : scratch_(bytes_for(n)) {
+    Carving c(scratch_.data());
+    view_ = carve_workspace<T>(c, n);
+    find_first_valid(mask, n.batch, n.time, view_.first_valid);
+    for (T* zeroed : {view_.rows_a, view_.rows_b, view_.rows_c, view_.dhu, view_.products})
+      if (zeroed) std::memset(zeroed, 0, zeroed_bytes(n, zeroed));
+  }
+  const CpuWorkspace<T>& view() const { return view_; }
+
+ private:
+  static int64_t bytes_for(const WorkspaceSizes& n) {
+    Carving c;
+    carve_workspace<T>(c, n);
+    return c.used();
+  }
+  int64_t zeroed_bytes(const WorkspaceSizes& n, const T* buffer) const {
+    const bool wide = buffer == view_.dhu || buffer == view_.products;
+    return (wide ? 2 * n.batch * 3 * n.units : n.batch * n.units) * int64_t{sizeof(T)};
+  }
+
+  Scratch scratch_;
+  CpuWorkspace<T> view_;
+};
 
 // Large outputs are often fresh memory from the OS (numpy's, or TensorFlow's allocator
 // with oneDNN off), faulted in by the kernels' first writes. On 4 KB pages an S3 forward
@@ -128,9 +132,9 @@ const char* cpu_isa_name(CpuIsa isa) {
 template <typename T>
 void gru_forward_cpu(const GruForwardParams<T>& p, const Workers& workers) {
   if (p.batch == 0 || p.units == 0) return;
-  auto ws = make_workspace<T>(p.batch, p.time, p.units, p.mask, p.reset_after ? 0 : 3, false,
-                              p.kernel ? p.input_width : 0);
-  if (may_stream_rows(p.batch, p.time)) ws.products.resize(2 * p.batch * 3 * p.units);
+  const OwnedWorkspace<T> ws({p.batch, p.time, p.units, p.kernel ? p.input_width : 0,
+                              p.reset_after ? 0 : 3, false, may_stream_rows(p.batch, p.time)},
+                             p.mask);
   advise_outputs<T>(p.batch * p.time * p.units,
                     {p.h_seq, p.update, p.reset, p.candidate, p.hu_candidate});
   const Workers& w = pick_workers(p.batch, p.units, workers);
@@ -151,7 +155,8 @@ void gru_forward_cpu(const GruForwardParams<T>& p, const Workers& workers) {
 template <typename T>
 void gru_backward_cpu(const GruBackwardParams<T>& p, const Workers& workers) {
   if (p.batch == 0 || p.units == 0) return;
-  auto ws = make_workspace<T>(p.batch, p.time, p.units, p.mask, 2, p.reset_after && !p.d_hu);
+  const OwnedWorkspace<T> ws({p.batch, p.time, p.units, 0, 2, p.reset_after && !p.d_hu, false},
+                             p.mask);
   advise_outputs<T>(p.batch * p.time * 3 * p.units, {p.d_xw, p.d_hu});
   const Workers& w = pick_workers(p.batch, p.units, workers);
   switch (selected_cpu_isa()) {
