@@ -31,6 +31,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -717,6 +718,12 @@ def parse_shape(spec: str) -> tuple[str, tuple[int, int, int, int]]:
     return spec, dims  # type: ignore[return-value]
 
 
+def parse_tag(tag: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_-]*", tag):
+        raise argparse.ArgumentTypeError(f"tag {tag!r}: letters, digits, - and _ only")
+    return tag
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--shapes", nargs="+", type=parse_shape, default=None,
@@ -747,6 +754,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results",
                    help="where cpu-<date>.json/.md/.png go (default: bench/results)")
     p.add_argument("--seed", type=int, default=0, help="seed of the inputs (default 0)")
+    p.add_argument("--tag", type=parse_tag, default="",
+                   help="added to the output files' names, cpu-<date>-<tag>.*, so that a run "
+                   "of other shapes keeps the day's main run")
     p.add_argument("--reset-after", choices=("true", "false"), default="true",
                    help="the GRU variant (default true, Keras's default); false skips torch and "
                    "oneDNN, which compute the true form only (files cpu-<date>-reset-before.*)")
@@ -921,7 +931,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / (f"cpu-{today}{'' if args.reset_after else '-reset-before'}"
-                       f"{'-quick' if args.quick else ''}")
+                       f"{'-' + args.tag if args.tag else ''}{'-quick' if args.quick else ''}")
     stem.with_suffix(".json").write_text(json.dumps(report, indent=1, default=float) + "\n")
     text = markdown(report)
     stem.with_suffix(".md").write_text(text)
