@@ -36,7 +36,7 @@ struct ForwardKernel {
         H(p.units),
         streaming(stream_gates()),
         in_place(read_in_place()),
-        stream_rows(in_place && ws.products && may_stream_rows(p.batch, p.time)),
+        stream_rows(in_place && rows_streamable()),
         parts(min64(workers, blk.chunks())) {}
 
   const T* panel(int64_t ub) const { return ws.panels + ub * H * 3 * W; }
@@ -44,16 +44,18 @@ struct ForwardKernel {
 
   // Where a block's product finds its weights: k_stride between rows of K, v_stride
   // between its gates' vectors. Packed panels, or, where a call reads each panel at most
-  // kMaxInPlaceReads times, the kernels themselves: packing a panel writes it and reads it
-  // back, more traffic than those few reads (T = 1, H = 1024: 2.3 ms a call, 90% packing).
+  // kMaxInPlaceReads times or streams its rows, the kernels themselves: packing a panel
+  // writes it and reads it back, more traffic than those few reads (T = 1, H = 1024:
+  // 2.3 ms a call, 90% packing).
   struct Weights {
     const T* base;
     int64_t k_stride, v_stride;
   };
   static constexpr int64_t kMaxInPlaceReads = 2;
   bool read_in_place() const {
-    return H % W == 0 && p.time * blk.row_groups <= kMaxInPlaceReads;
+    return H % W == 0 && (p.time * blk.row_groups <= kMaxInPlaceReads || rows_streamable());
   }
+  bool rows_streamable() const { return ws.products && may_stream_rows(p.batch, p.time); }
   // z and r, and with reset_after h̃ too.
   Weights recurrent(int64_t ub) const {
     if (in_place) return {p.recurrent_kernel + ub * W, 3 * H, H};

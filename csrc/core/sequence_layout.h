@@ -19,11 +19,13 @@ inline bool worth_threads(int64_t batch, int64_t units) {
   return batch * 3 * units * units >= (int64_t{1} << 12);
 }
 
-// Forward calls of at most this many rows and 2 steps may read the weights row by row
-// (row_stream_product), into a (2, B, 3H) buffer the dispatcher provides.
+// Forward calls of at most 4 rows and 8 rows × steps read the weights row by row
+// (row_stream_product), into a (2, B, 3H) buffer the dispatcher provides. Beyond that,
+// packing once paid off in our measurements (docs/cpu_performance.md).
 constexpr int64_t kStreamedRows = 4;
+constexpr int64_t kStreamedRowSteps = 8;
 inline bool may_stream_rows(int64_t batch, int64_t time) {
-  return batch <= kStreamedRows && time <= 2;
+  return batch <= kStreamedRows && batch * time <= kStreamedRowSteps;
 }
 
 // A chunk is a range of row groups × one block of `lanes` units. Chunk numbers go unit
