@@ -9,6 +9,12 @@ import numpy as np
 from cpu_bench_spec import REFERENCE, VARIANTS
 
 
+def shape_label(name: str, report: dict, sep: str = " ") -> str:
+    """S2 32×500×64×256, or 32×500×64×256 alone for a shape given as BxTxIxH."""
+    dims = "×".join(map(str, report["shapes"][name]))
+    return dims if name.lower().replace("x", "×") == dims else f"{name}{sep}{dims}"
+
+
 def _fmt_ms(ms: float) -> str:
     return f"{ms:.3g}" if ms < 100 else f"{ms:.0f}"
 
@@ -56,8 +62,7 @@ def markdown(report: dict) -> str:
                     cells.append(_fmt_ms(r["median_ms"]))
                 else:
                     cells.append(f"{_fmt_ms(r['median_ms'])} (×{r['vs_gates']:.2f})")
-            dims = "×".join(map(str, report["shapes"][s]))
-            lines.append(f"| {s} {dims} | " + " | ".join(cells) + " |")
+            lines.append(f"| {shape_label(s, report)} | " + " | ".join(cells) + " |")
     lines += ["", "## Forward as a fraction of the best matmul rate; peak memory", "",
               "Fraction: " + report["flops_formula"] + ". Memory: " + report["settings"]["memory"]
               + ", MB, forward / train.", "",
@@ -138,8 +143,10 @@ def plot(report: dict, path: Path) -> None:
             handles[v] = ax.bar(np.arange(len(shapes)) + (j - (len(names) - 1) / 2) * width,
                                 ms, width, color=colors[v], label=VARIANTS[v][0])
         ax.set_yscale("log")
-        ax.set_xticks(np.arange(len(shapes)),
-                      [f"{s}\n{'×'.join(map(str, report['shapes'][s]))}" for s in shapes])
+        labels = [shape_label(s, report, "\n") for s in shapes]
+        crowded = len(shapes) > 4 and any("\n" not in label for label in labels)
+        ax.set_xticks(np.arange(len(shapes)), labels, rotation=30 if crowded else 0,
+                      ha="right" if crowded else "center")
         ax.set_ylabel("median ms (log)")
         ax.set_title(f"{'forward' if mode == 'forward' else 'training step'}, "
                      f"{report['threads']['threads']} threads")
