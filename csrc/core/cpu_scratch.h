@@ -2,6 +2,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <new>
 
@@ -75,6 +76,12 @@ class Carving {
     if (count <= 0) return nullptr;
     U* p = base_ ? reinterpret_cast<U*>(base_ + used_) : nullptr;
     used_ += (count * static_cast<int64_t>(sizeof(U)) + 63) / 64 * 64;
+    return p;
+  }
+  template <typename U>
+  U* take_zeroed(int64_t count) {
+    U* p = take<U>(count);
+    if (p) std::memset(p, 0, count * sizeof(U));
     return p;
   }
   int64_t used() const { return used_; }

@@ -14,7 +14,7 @@ struct CpuWorkspace {
   T* rows_b = nullptr;             // (B, H) forward: r⊙h_prev; backward: carried output grads
   T* rows_c = nullptr;             // (B, H) forward, reset_after=false: h̃'s input part
   T* dhu = nullptr;                // (2, B, 3H) backward, reset_after: dL/d(h_prev·U + b)
-  T* products = nullptr;           // (2, B, 3H) forward, rows streamed: x·W, then h_prev·U
+  T* products = nullptr;           // (2, B, product_row) forward, rows streamed: x·W, h_prev·U
 };
 
 }  // namespace gategru

@@ -44,9 +44,9 @@ CpuWorkspace<T> carve_workspace(Carving& c, const WorkspaceSizes& n) {
   w.panels = c.take<T>(padded * 3 * n.units);
   w.input_panels = c.take<T>(padded * 3 * n.input_width);
   T** rows[] = {&w.rows_a, &w.rows_b, &w.rows_c};  // the first row_buffers
-  for (int i = 0; i < n.row_buffers; ++i) *rows[i] = c.take<T>(n.batch * n.units);
-  w.dhu = n.dhu ? c.take<T>(2 * n.batch * 3 * n.units) : nullptr;
-  w.products = n.products ? c.take<T>(2 * n.batch * 3 * n.units) : nullptr;
+  for (int i = 0; i < n.row_buffers; ++i) *rows[i] = c.take_zeroed<T>(n.batch * n.units);
+  w.dhu = n.dhu ? c.take_zeroed<T>(2 * n.batch * 3 * n.units) : nullptr;
+  w.products = n.products ? c.take_zeroed<T>(2 * n.batch * product_row<T>(n.units)) : nullptr;
   return w;
 }
 
@@ -58,8 +58,6 @@ class OwnedWorkspace {
     Carving c(scratch_.data());
     view_ = carve_workspace<T>(c, n);
     find_first_valid(mask, n.batch, n.time, view_.first_valid);
-    for (T* zeroed : {view_.rows_a, view_.rows_b, view_.rows_c, view_.dhu, view_.products})
-      if (zeroed) std::memset(zeroed, 0, zeroed_bytes(n, zeroed));
   }
   const CpuWorkspace<T>& view() const { return view_; }
 
@@ -68,10 +66,6 @@ class OwnedWorkspace {
     Carving c;
     carve_workspace<T>(c, n);
     return c.used();
-  }
-  int64_t zeroed_bytes(const WorkspaceSizes& n, const T* buffer) const {
-    const bool wide = buffer == view_.dhu || buffer == view_.products;
-    return (wide ? 2 * n.batch * 3 * n.units : n.batch * n.units) * int64_t{sizeof(T)};
   }
 
   Scratch scratch_;

@@ -55,7 +55,20 @@ struct ForwardKernel {
   bool read_in_place() const {
     return H % W == 0 && (p.time * blk.row_groups <= kMaxInPlaceReads || rows_streamable());
   }
-  bool rows_streamable() const { return ws.products && may_stream_rows(p.batch, p.time); }
+  // Row by row beat packing, or reading in place a unit block at a time, for up to 4 rows
+  // at every size measured. For 5-8 rows (one step; the dispatcher has checked B·T) only
+  // where the unit-block reads go badly: kernel rows a multiple of 4 KB apart, all in one
+  // L1 set (H = 1024: 8 rows 1.55 against 1.03 ms), or two row groups (AVX2) over kernels
+  // that outgrow L2 (docs/cpu_performance.md).
+  static constexpr int64_t kStreamedRows = 4;
+  static constexpr int64_t kStreamedWeightBytes = int64_t{4} << 20;
+  bool rows_streamable() const {
+    if (!ws.products) return false;
+    if (p.batch <= kStreamedRows) return true;
+    const bool rows_in_one_set = 3 * H * int64_t{sizeof(T)} % 4096 == 0;
+    const int64_t weights = 3 * H * (H + (p.kernel ? p.input_width : 0)) * int64_t{sizeof(T)};
+    return rows_in_one_set || (blk.row_groups > 1 && weights >= kStreamedWeightBytes);
+  }
   // z and r, and with reset_after h̃ too.
   Weights recurrent(int64_t ub) const {
     if (in_place) return {p.recurrent_kernel + ub * W, 3 * H, H};
@@ -230,12 +243,13 @@ struct ForwardKernel {
   // into ws.products, a slice of columns per part, then the gates as usual, which read
   // their products from there.
   T* input_products() const { return ws.products; }
-  T* recurrent_products() const { return ws.products + p.batch * 3 * H; }
+  T* recurrent_products() const { return ws.products + p.batch * product_row<T>(H); }
 
   template <int Rows, int NV>
   void product_of(const T* products, int64_t b0, int64_t j0, V (&acc)[Rows][NV]) const {
+    const int64_t row = product_row<T>(H);
     for (int m = 0; m < Rows; ++m)
-      for (int v = 0; v < NV; ++v) acc[m][v] = S::load(products + (b0 + m) * 3 * H + v * H + j0);
+      for (int v = 0; v < NV; ++v) acc[m][v] = S::load(products + (b0 + m) * row + v * H + j0);
   }
 
   // Part i runs as chunk chunks·i/parts, the first of worker i's share in run_staged, so
@@ -256,7 +270,7 @@ struct ForwardKernel {
   void stream_products(int64_t t, int64_t phase, int64_t chunk) const {
     const int64_t part = part_of(chunk);
     if (part < 0) return;
-    with_rows<kStreamedRows>(p.batch, [&](auto rows) {
+    with_rows<kStreamedRowSteps>(p.batch, [&](auto rows) {  // B ≤ B·T ≤ kStreamedRowSteps
       constexpr int n = decltype(rows)::value;
       const T* a[n];
       T* out[n];
@@ -264,7 +278,7 @@ struct ForwardKernel {
       if (phase == 1) {  // reset_after=false's candidate: (r⊙h_prev)·U_h
         for (int m = 0; m < n; ++m) {
           a[m] = ws.rows_b + m * H;
-          out[m] = recurrent_products() + m * 3 * H + 2 * H;
+          out[m] = recurrent_products() + m * product_row<T>(H) + 2 * H;
         }
         slice(part, H, c0, c1);
         return row_stream_product<n, S>(a, H, p.recurrent_kernel + 2 * H, 3 * H, c0, c1, out);
@@ -272,14 +286,14 @@ struct ForwardKernel {
       if (p.kernel) {
         for (int m = 0; m < n; ++m) {
           a[m] = p.x + seq.row(m, t) * p.input_width;
-          out[m] = input_products() + m * 3 * H;
+          out[m] = input_products() + m * product_row<T>(H);
         }
         slice(part, 3 * H, c0, c1);
         row_stream_product<n, S>(a, p.input_width, p.kernel, 3 * H, c0, c1, out);
       }
       for (int m = 0; m < n; ++m) {
         a[m] = seq.h_prev(m, t);
-        out[m] = recurrent_products() + m * 3 * H;
+        out[m] = recurrent_products() + m * product_row<T>(H);
       }
       slice(part, p.reset_after ? 3 * H : 2 * H, c0, c1);
       row_stream_product<n, S>(a, H, p.recurrent_kernel, 3 * H, c0, c1, out);

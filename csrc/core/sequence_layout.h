@@ -19,13 +19,20 @@ inline bool worth_threads(int64_t batch, int64_t units) {
   return batch * 3 * units * units >= (int64_t{1} << 12);
 }
 
-// Forward calls of at most 4 rows and 8 rows × steps read the weights row by row
-// (row_stream_product), into a (2, B, 3H) buffer the dispatcher provides. Beyond that,
-// packing once paid off in our measurements (docs/cpu_performance.md).
-constexpr int64_t kStreamedRows = 4;
+// Forward calls of at most 8 rows × steps may read the weights row by row
+// (row_stream_product), into a (2, B, 3H) buffer the dispatcher provides; the kernel
+// decides which do (ForwardKernel::rows_streamable).
 constexpr int64_t kStreamedRowSteps = 8;
 inline bool may_stream_rows(int64_t batch, int64_t time) {
-  return batch <= kStreamedRows && batch * time <= kStreamedRowSteps;
+  return batch * time <= kStreamedRowSteps;
+}
+
+// A row of that buffer: 3H sums and 64 bytes more. Rows a multiple of 4 KB apart (H = 1024)
+// share their addresses' low 12 bits, and the CPU then takes a load from one row for a
+// read of the store just made to another (4K aliasing): 8 rows, AVX2, 3.1 against 1.1 ms.
+template <typename T>
+constexpr int64_t product_row(int64_t units) {
+  return 3 * units + int64_t{64 / sizeof(T)};
 }
 
 // A chunk is a range of row groups × one block of `lanes` units. Chunk numbers go unit
