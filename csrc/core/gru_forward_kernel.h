@@ -55,16 +55,18 @@ struct ForwardKernel {
   bool read_in_place() const {
     return H % W == 0 && (p.time * blk.row_groups <= kMaxInPlaceReads || rows_streamable());
   }
-  // Row by row beat packing, or reading in place a unit block at a time, for up to 4 rows
-  // at every size measured. For 5-8 rows (one step; the dispatcher has checked B·T) only
-  // where the unit-block reads go badly: kernel rows a multiple of 4 KB apart, all in one
-  // L1 set (H = 1024: 8 rows 1.55 against 1.03 ms), or two row groups (AVX2) over kernels
-  // that outgrow L2 (docs/cpu_performance.md).
+  // Row by row won or tied against packing, or reading in place a unit block at a time,
+  // for up to 4 rows and 16 rows × steps (the dispatcher has checked B·T) at every size
+  // measured. For 5-8 rows (measured at one step) only where the unit-block reads go
+  // badly: kernel rows a multiple of 4 KB apart, all in one L1 set (H = 1024: 8 rows 1.55
+  // against 1.03 ms), or two row groups (AVX2) over kernels that outgrow L2
+  // (docs/cpu_performance.md).
   static constexpr int64_t kStreamedRows = 4;
   static constexpr int64_t kStreamedWeightBytes = int64_t{4} << 20;
   bool rows_streamable() const {
     if (!ws.products) return false;
     if (p.batch <= kStreamedRows) return true;
+    if (p.time > 1 || p.batch > 2 * kStreamedRows) return false;
     const bool rows_in_one_set = 3 * H * int64_t{sizeof(T)} % 4096 == 0;
     const int64_t weights = 3 * H * (H + (p.kernel ? p.input_width : 0)) * int64_t{sizeof(T)};
     return rows_in_one_set || (blk.row_groups > 1 && weights >= kStreamedWeightBytes);
@@ -270,7 +272,7 @@ struct ForwardKernel {
   void stream_products(int64_t t, int64_t phase, int64_t chunk) const {
     const int64_t part = part_of(chunk);
     if (part < 0) return;
-    with_rows<kStreamedRowSteps>(p.batch, [&](auto rows) {  // B ≤ B·T ≤ kStreamedRowSteps
+    with_rows<2 * kStreamedRows>(p.batch, [&](auto rows) {  // see rows_streamable
       constexpr int n = decltype(rows)::value;
       const T* a[n];
       T* out[n];

@@ -19,10 +19,10 @@ inline bool worth_threads(int64_t batch, int64_t units) {
   return batch * 3 * units * units >= (int64_t{1} << 12);
 }
 
-// Forward calls of at most 8 rows × steps may read the weights row by row
+// Forward calls of at most 16 rows × steps may read the weights row by row
 // (row_stream_product), into a (2, B, 3H) buffer the dispatcher provides; the kernel
 // decides which do (ForwardKernel::rows_streamable).
-constexpr int64_t kStreamedRowSteps = 8;
+constexpr int64_t kStreamedRowSteps = 16;
 inline bool may_stream_rows(int64_t batch, int64_t time) {
   return batch * time <= kStreamedRowSteps;
 }
