@@ -216,6 +216,50 @@ def test_backward_matches_finite_differences(isa, rng, reset_after, mask_kind, b
 
 
 @pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize(("batch", "time", "units", "mask_kind"), [
+    (1, 1, 32, "none"), (3, 2, 64, "holes"), (8, 1, 32, "holes"), (2, 2, 64, "right_padded"),
+    (9, 1, 32, "none"), (5, 3, 32, "holes"),
+])
+def test_few_steps_backward_reads_the_kernel_in_place(isa, rng, reset_after, batch, time,
+                                                      units, mask_kind):
+    """A backward that would read each block of the transposed panels at most twice (steps ×
+    row groups ≤ 2) reads U's rows in place, a dot product per unit: every shape here but
+    the last (3 steps) with 4-row groups, and 9 rows only with AVX-512's 8-row groups.
+    Float64 against directional derivatives of the oracle, float32 against float64."""
+    prob = random_problem(rng, batch, time, units)
+    mask = random_mask(rng, batch, time, mask_kind)
+    ref = gru_sequence_reference(**prob, mask=mask, reset_after=reset_after)
+    loss, w = _loss_and_weights(rng, ref)
+
+    def grads(dtype):
+        cast = {k: v.astype(dtype) for k, v in prob.items()}
+        out = forward(cast, mask=mask, reset_after=reset_after, threads=2)
+        return _kernels.backward(
+            cast["h0"], cast["recurrent_kernel"], mask, out["h_seq"], out["update"],
+            out["reset"], out["candidate"], out.get("hu_candidate"),
+            *(w[n].astype(dtype) for n in ("h_seq", "h_last", "update", "reset", "candidate")),
+            reset_after=reset_after, threads=2,
+        )
+
+    d_xw, d_h0 = grads(np.float64)
+    eps = 1e-6
+    for _ in range(2):
+        dx, dh = rng.normal(size=prob["xw"].shape), rng.normal(size=prob["h0"].shape)
+
+        def at(sign: float, dx=dx, dh=dh) -> float:
+            moved = dict(prob, xw=prob["xw"] + sign * eps * dx, h0=prob["h0"] + sign * eps * dh)
+            return loss(gru_sequence_reference(**moved, mask=mask, reset_after=reset_after))
+
+        numeric = (at(1.0) - at(-1.0)) / (2 * eps)
+        analytic = float((d_xw * dx).sum() + (d_h0 * dh).sum())
+        assert analytic == pytest.approx(numeric, rel=1e-6, abs=1e-6)
+    d_xw32, d_h032 = grads(np.float32)
+    for got, want in ((d_xw32, d_xw), (d_h032, d_h0)):
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
 @pytest.mark.parametrize(("batch", "time", "units"), [(0, 4, 3), (3, 0, 3), (3, 1, 3), (4, 5, 1)])
 def test_edge_sizes_forward_and_backward(isa, rng, reset_after, batch, time, units):
     """Batch 0, no step, one step, one unit: outputs against the oracle, and the backward

@@ -27,13 +27,20 @@ struct BackwardKernel {
   SequenceLayout<T> seq;
   Blocking blk;
   int64_t H;
+  bool in_place;
 
   BackwardKernel(const GruBackwardParams<T>& params, const CpuWorkspace<T>& w, int workers)
       : p(params),
         ws(w),
         seq{p.batch, p.time, p.units, p.mask, p.h0, p.h_seq, w.first_valid},
         blk(choose_blocking(p.batch, p.units, BW, R, workers)),
-        H(p.units) {}
+        H(p.units),
+        in_place(H % BW == 0 && p.time * blk.row_groups <= kMaxInPlaceReads) {}
+
+  // A call that would read each block of the transposed panels at most this often reads
+  // U's rows where they are instead: the transpose writes all of U and reads it back, and
+  // cost 20 times the product at one step (B = 1, H = 1024: 2.06 against 0.10 ms).
+  static constexpr int64_t kMaxInPlaceReads = 2;
 
   int64_t phases() const { return p.reset_after ? 1 : 2; }
   const T* panel(int64_t ub) const { return ws.panels + ub * 3 * H * BW; }
@@ -58,12 +65,47 @@ struct BackwardKernel {
     return base ? load_n<S>(base + off, w) : V{};
   }
 
+  // acc[m][v] = Σ_i a_m[i]·U[unit, i] over i in [k0, k1), for the block's vectors of units:
+  // from the transposed panels, or U's rows in place, each unit a dot product along its
+  // row (NU units at a time, so that NU·Rows FMA chains run).
+  template <int Rows>
+  void block_product(const T* const* a, int64_t k0, int64_t k1, int64_t ub,
+                     V (&acc)[Rows][NV]) const {
+    if (!in_place) return panel_product<Rows, NV, S>(a, k0, k1, panel(ub), BW, acc);
+    constexpr int kChainUnits = Rows >= kFmaChains ? 1 : kFmaChains / Rows;
+    constexpr int NU = kChainUnits < BW ? kChainUnits : BW;  // both powers of 2
+    static_assert(BW % NU == 0, "in place, blocks are whole");
+    T dots[Rows][BW];
+    for (int64_t j = 0; j < BW; j += NU) {
+      const T* u[NU];
+      for (int q = 0; q < NU; ++q) u[q] = p.recurrent_kernel + (ub * BW + j + q) * 3 * H;
+      V sums[Rows][NU] = {};
+      for (int64_t i = k0; i < k1; i += W)
+        for (int q = 0; q < NU; ++q) {
+          const V uq = S::load(u[q] + i);
+          for (int m = 0; m < Rows; ++m) sums[m][q] += S::load(a[m] + i) * uq;
+        }
+      for (int m = 0; m < Rows; ++m)
+        for (int q = 0; q < NU; ++q) dots[m][j + q] = lane_sum(sums[m][q]);
+    }
+    for (int m = 0; m < Rows; ++m)
+      for (int v = 0; v < NV; ++v) acc[m][v] = S::load(dots[m] + v * W);
+  }
+
+  static T lane_sum(V v) {
+    T lanes[W];
+    std::memcpy(lanes, &v, sizeof(V));
+    T total = 0;
+    for (int l = 0; l < W; ++l) total += lanes[l];
+    return total;
+  }
+
   // g_state[b, block] += Σ_i a_b[i]·U[unit, i] over i in [k0, k1); a masked step's rows
   // of `a` are zero, so they add nothing.
   template <int Rows>
   void add_product(const T* const* a, int64_t k0, int64_t k1, int64_t b0, int64_t ub) const {
     V acc[Rows][NV];
-    panel_product<Rows, NV, S>(a, k0, k1, panel(ub), BW, acc);
+    block_product<Rows>(a, k0, k1, ub, acc);
     for_vectors(ub, [&](int v, int64_t j0, int64_t w) {
       for (int m = 0; m < Rows; ++m) {
         T* g = g_state(b0 + m) + j0;
@@ -119,7 +161,7 @@ struct BackwardKernel {
     const T* a[Rows];
     for (int m = 0; m < Rows; ++m) a[m] = p.d_xw + seq.row(b0 + m, t) * 3 * H;
     V acc[Rows][NV];
-    panel_product<Rows, NV, S>(a, 2 * H, 3 * H, panel(ub), BW, acc);
+    block_product<Rows>(a, 2 * H, 3 * H, ub, acc);
     for_vectors(ub, [&](int v, int64_t j0, int64_t w) {
       for (int m = 0; m < Rows; ++m) reset_gate(t, b0 + m, j0, w, acc[m][v]);
     });
@@ -170,7 +212,7 @@ struct BackwardKernel {
   }
 
   void run(const Workers& workers) const {
-    pack_backward_panels<BW>(p.recurrent_kernel, H, ws.panels);
+    if (!in_place) pack_backward_panels<BW>(p.recurrent_kernel, H, ws.panels);
     const int64_t n = p.batch * H;
     for (int64_t i = 0; i < n; ++i) {
       ws.rows_a[i] = p.d_h_last ? p.d_h_last[i] : T(0);
