@@ -182,6 +182,23 @@ def _loss_and_weights(rng, ref):
     return loss, weights
 
 
+def _assert_directional_derivatives(rng, prob, mask, reset_after, loss, d_xw, d_h0,
+                                    directions: int) -> None:
+    """<d_xw, dx> + <d_h0, dh> against central differences of the oracle's loss."""
+    eps = 1e-6
+    for _ in range(directions):
+        dx = rng.normal(size=prob["xw"].shape)
+        dh = rng.normal(size=prob["h0"].shape)
+
+        def at(sign: float, dx=dx, dh=dh) -> float:
+            moved = dict(prob, xw=prob["xw"] + sign * eps * dx, h0=prob["h0"] + sign * eps * dh)
+            return loss(gru_sequence_reference(**moved, mask=mask, reset_after=reset_after))
+
+        numeric = (at(1.0) - at(-1.0)) / (2 * eps)
+        analytic = float((d_xw * dx).sum() + (d_h0 * dh).sum())
+        assert analytic == pytest.approx(numeric, rel=1e-6, abs=1e-6)
+
+
 @pytest.mark.parametrize("reset_after", [True, False])
 @pytest.mark.parametrize("mask_kind", ["none", "holes"])
 # 29 units: the backward's two-vector blocks (AVX2 8 + 8, AVX-512 16 + 16) end in a partial
@@ -201,18 +218,7 @@ def test_backward_matches_finite_differences(isa, rng, reset_after, mask_kind, b
         out["candidate"], out.get("hu_candidate"), w["h_seq"], w["h_last"], w["update"],
         w["reset"], w["candidate"], reset_after=reset_after, threads=threads,
     )
-    eps = 1e-6
-    for _ in range(3):
-        dx = rng.normal(size=prob["xw"].shape)
-        dh = rng.normal(size=prob["h0"].shape)
-
-        def at(sign: float, dx=dx, dh=dh) -> float:
-            moved = dict(prob, xw=prob["xw"] + sign * eps * dx, h0=prob["h0"] + sign * eps * dh)
-            return loss(gru_sequence_reference(**moved, mask=mask, reset_after=reset_after))
-
-        numeric = (at(1.0) - at(-1.0)) / (2 * eps)
-        analytic = float((d_xw * dx).sum() + (d_h0 * dh).sum())
-        assert analytic == pytest.approx(numeric, rel=1e-6, abs=1e-6)
+    _assert_directional_derivatives(rng, prob, mask, reset_after, loss, d_xw, d_h0, 3)
 
 
 @pytest.mark.parametrize("reset_after", [True, False])
@@ -242,17 +248,7 @@ def test_few_steps_backward_reads_the_kernel_in_place(isa, rng, reset_after, bat
         )
 
     d_xw, d_h0 = grads(np.float64)
-    eps = 1e-6
-    for _ in range(2):
-        dx, dh = rng.normal(size=prob["xw"].shape), rng.normal(size=prob["h0"].shape)
-
-        def at(sign: float, dx=dx, dh=dh) -> float:
-            moved = dict(prob, xw=prob["xw"] + sign * eps * dx, h0=prob["h0"] + sign * eps * dh)
-            return loss(gru_sequence_reference(**moved, mask=mask, reset_after=reset_after))
-
-        numeric = (at(1.0) - at(-1.0)) / (2 * eps)
-        analytic = float((d_xw * dx).sum() + (d_h0 * dh).sum())
-        assert analytic == pytest.approx(numeric, rel=1e-6, abs=1e-6)
+    _assert_directional_derivatives(rng, prob, mask, reset_after, loss, d_xw, d_h0, 2)
     d_xw32, d_h032 = grads(np.float32)
     for got, want in ((d_xw32, d_xw), (d_h032, d_h0)):
         assert got.dtype == np.float32
@@ -279,16 +275,7 @@ def test_edge_sizes_forward_and_backward(isa, rng, reset_after, batch, time, uni
     assert d_xw.shape == prob["xw"].shape and d_h0.shape == prob["h0"].shape
     if time == 0:  # no step: the last state is h0, so its gradient passes straight through
         np.testing.assert_array_equal(d_h0, w["h_last"])
-    dx, dh = rng.normal(size=prob["xw"].shape), rng.normal(size=prob["h0"].shape)
-    eps = 1e-6
-
-    def at(sign: float) -> float:
-        moved = dict(prob, xw=prob["xw"] + sign * eps * dx, h0=prob["h0"] + sign * eps * dh)
-        return loss(gru_sequence_reference(**moved, mask=mask, reset_after=reset_after))
-
-    numeric = (at(1.0) - at(-1.0)) / (2 * eps)
-    analytic = float((d_xw * dx).sum() + (d_h0 * dh).sum())
-    assert analytic == pytest.approx(numeric, rel=1e-6, abs=1e-6)
+    _assert_directional_derivatives(rng, prob, mask, reset_after, loss, d_xw, d_h0, 1)
 
 
 def test_bad_shapes_name_the_argument(rng):
