@@ -116,6 +116,7 @@ def test_projection_inside_the_op_matches_oracle(isa, rng, reset_after, batch, t
     (6, 1, 32, "holes"), (4, 2, 256, "holes"), (1, 2, 512, "none"), (1, 8, 64, "holes"),
     (2, 4, 32, "right_padded"), (6, 1, 768, "holes"), (5, 1, 1024, "holes"),
     (1, 16, 64, "holes"), (4, 4, 32, "right_padded"), (12, 1, 1024, "none"),
+    (7, 1, 560, "holes"), (7, 1, 1024, "none"),
 ])
 def test_few_steps_read_the_kernels_in_place(isa, rng, reset_after, project, batch, time,
                                              units, mask_kind):
@@ -123,10 +124,10 @@ def test_few_steps_read_the_kernels_in_place(isa, rng, reset_after, project, bat
     whose units fill whole vectors reads the kernels where they are, unpacked; these shapes
     take that path with every instruction set (9 rows: with AVX-512's 8-row groups only).
     Up to 4 rows and 16 rows × steps, the kernels are read row by row (row_stream_product),
-    with an input width that leaves a remainder after its rows taken four at a time; 6
-    rows read them a unit block at a time at 32 units, and with 4-row groups (AVX2, the
-    portable kernels) row by row at 768; 5 rows at 1024 units row by row everywhere, 12
-    not."""
+    with an input width that leaves a remainder after its rows taken four at a time. 5-8
+    rows at one step: at 1024 units (rows 12 KB apart) with every instruction set, at 768
+    and 560 with 4-row groups (AVX2, the portable kernels), row by row; 6 rows at 32 units
+    a unit block at a time; 12 rows never."""
     prob = random_problem(rng, batch, time, units)
     mask = random_mask(rng, batch, time, mask_kind)
     width = 23
