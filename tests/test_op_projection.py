@@ -99,7 +99,8 @@ def test_projecting_gradient_equals_the_projections_gradient(rng):
 def test_gradients_nobody_asked_for_are_not_computed(rng, reset_after):
     """A tape that watches the weights but not x (a first layer's data) nor the biases
     gets every watched gradient right, against central differences of the oracle, and its
-    graph holds three matmuls fewer: d_x = d_xw·Wᵀ and the two bias sums."""
+    graph computes nothing more: no d_x = d_xw·Wᵀ, and the weight gradients' matmuls
+    without the column of ones that also sums a bias gradient when one is wanted."""
     batch, time, width, units = 3, 5, 4, 6
     values = projecting_inputs(rng, batch, time, width, units)
     names = ("x", "h0", "recurrent_kernel", "recurrent_bias", "kernel", "input_bias")
@@ -120,13 +121,20 @@ def test_gradients_nobody_asked_for_are_not_computed(rng, reset_after):
             return tape.gradient(loss, [values[i] for i in watch])
 
         graph = grads.get_concrete_function().graph
-        matmuls = sum(op.type in ("MatMul", "BatchMatMulV2") for op in graph.get_operations())
-        return [g.numpy() for g in grads()], matmuls
+        shapes = sorted(tuple(op.outputs[0].shape.as_list()) for op in graph.get_operations()
+                        if op.type in ("MatMul", "BatchMatMulV2"))
+        return [g.numpy() for g in grads()], shapes
+
+    def weight_grads(ones: int) -> list[tuple[int, int]]:
+        recurrent = ([(units + ones, 3 * units)] if reset_after
+                     else [(units, units), (units, 2 * units)])
+        return [(width + ones, 3 * units), *recurrent]
 
     _, all_matmuls = traced(tuple(range(6)))
+    assert all_matmuls == sorted([(batch * time, width), *weight_grads(1)])
     weights_only = (1, 2, 4)
     grads, matmuls = traced(weights_only)
-    assert matmuls == all_matmuls - 3
+    assert matmuls == sorted(weight_grads(0))
     for i, grad in zip(weights_only, grads, strict=True):
         direction = rng.normal(size=grad.shape)
 
@@ -142,6 +150,31 @@ def test_gradients_nobody_asked_for_are_not_computed(rng, reset_after):
         numeric = (along(1e-6) - along(-1e-6)) / 2e-6
         analytic = float(np.sum(grad * direction))
         assert abs(analytic - numeric) <= 1e-6 * max(1.0, abs(numeric)), names[i]
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize("watch", [(3,), (5,), (3, 5), (4,), (2, 3), (0, 3), (1, 4, 5)])
+def test_any_subset_of_gradients_equals_the_full_tape(rng, reset_after, watch):
+    """Whichever inputs a tape watches (x, h0, U, b, W, b_in: 0-5), their gradients are
+    those of a tape that watches all six: the bias sums come from the weight matmuls' column of ones, or from ones·d
+    when that matmul is skipped, and reset_after=False's two biases share one sum."""
+    batch, time, width, units = 3, 7, 5, 6
+    values = projecting_inputs(rng, batch, time, width, units)
+    mask = tf.constant(random_mask(rng, batch, time, "holes"))
+    cot = rng.normal(size=(batch, time, units))
+
+    def grads(indices: tuple[int, ...]) -> list[np.ndarray]:
+        with tf.GradientTape() as tape:
+            tape.watch([values[i] for i in indices])
+            out = gru_sequence(*values[:4], mask=mask, reset_after=reset_after,
+                               kernel=values[4], input_bias=values[5])
+            loss = tf.reduce_sum(cot * out.h_seq) + tf.reduce_sum(out.candidate)
+        return [g.numpy() for g in tape.gradient(loss, [values[i] for i in indices])]
+
+    full = grads(tuple(range(6)))
+    for i, grad in zip(watch, grads(watch), strict=True):
+        np.testing.assert_allclose(grad, full[i], rtol=1e-12, atol=1e-12, err_msg=str(i))
+        assert np.abs(grad).max() > 1e-3, i
 
 
 def test_nan_in_one_row_of_x_stays_in_that_row(rng):
