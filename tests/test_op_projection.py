@@ -156,8 +156,9 @@ def test_gradients_nobody_asked_for_are_not_computed(rng, reset_after):
 @pytest.mark.parametrize("watch", [(3,), (5,), (3, 5), (4,), (2, 3), (0, 3), (1, 4, 5)])
 def test_any_subset_of_gradients_equals_the_full_tape(rng, reset_after, watch):
     """Whichever inputs a tape watches (x, h0, U, b, W, b_in: 0-5), their gradients are
-    those of a tape that watches all six: the bias sums come from the weight matmuls' column of ones, or from ones·d
-    when that matmul is skipped, and reset_after=False's two biases share one sum."""
+    those of a tape that watches all six: the bias sums come from the weight matmuls'
+    column of ones, or from ones·d when that matmul is skipped, and reset_after=False's
+    two biases share one sum."""
     batch, time, width, units = 3, 7, 5, 6
     values = projecting_inputs(rng, batch, time, width, units)
     mask = tf.constant(random_mask(rng, batch, time, "holes"))
