@@ -688,6 +688,8 @@ def versions(torch: Any, onednn_header: dict | None) -> dict:
         "onednn_package": _onednn_package_version(),
         "onednn": onednn_header.get("version") if onednn_header else None,
         "gategru_cpu_isa": _gategru_kernels.cpu_isa(),
+        # a pool that keeps freed blocks (oneDNN opts on, or TF_CPU_ALLOCATOR_USE_BFC)
+        "tf_cpu_allocator_caching": _tf_allocator_bytes() is not None,
     }
     try:
         from tensorflow.python.util import _pywrap_util_port
@@ -806,6 +808,10 @@ def main(argv: list[str] | None = None) -> int:
             if v in args.variants:
                 reasons[v] = "computes the reset_after=True GRU only"
 
+    if _tf_allocator_bytes() is None:
+        _log("note: TF's CPU allocator hands large blocks back to the OS (oneDNN opts off), so "
+             "every large tensor starts on fresh pages; TF_CPU_ALLOCATOR_USE_BFC=true keeps "
+             "them (README, 'Performance on the CPU')")
     _log(f"matmul rate ({args.matmul_n}²)")
     matmul_first = matmul_rate(args.matmul_n, 1.0 if not args.quick else 0.1)
     results: list[dict] = []
@@ -911,7 +917,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(), "versions": versions(torch, onednn_header),
         "onednn": onednn_header, "threads": threads,
         "env": {k: os.environ.get(k) for k in ("TF_ENABLE_ONEDNN_OPTS", "OPENBLAS_CORETYPE",
-                                               "ONEDNN_MAX_CPU_ISA", "GATEGRU_CPU_ISA")},
+                                               "ONEDNN_MAX_CPU_ISA", "GATEGRU_CPU_ISA",
+                                               "TF_CPU_ALLOCATOR_USE_BFC")},
         "loadavg_start": loadavg_start, "loadavg_end": os.getloadavg(),
         "settings": {"budget_s": args.budget, "min_repeats": args.min_repeats,
                      "max_repeats": args.max_repeats, "min_rounds": args.rounds,

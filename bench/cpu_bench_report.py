@@ -34,7 +34,8 @@ def markdown(report: dict) -> str:
         f"{(m.get('cpu') or {}).get('Model name', '?')}, {m['nproc']} cores, "
         f"ISA {'/'.join(m.get('isa', []))}; {report['threads']['threads']} threads everywhere; "
         f"TF {report['versions']['tensorflow']} (oneDNN opts "
-        f"{report['versions'].get('tf_onednn_opts')}), Keras {report['versions']['keras']}, "
+        f"{report['versions'].get('tf_onednn_opts')}{_allocator(report)}), "
+        f"Keras {report['versions']['keras']}, "
         f"torch {report['versions']['torch']}, oneDNN {report['versions']['onednn']}; "
         f"GateGRU's CPU kernels: {report['versions'].get('gategru_cpu_isa')}"
         + (" (GATEGRU_CPU_ISA)." if report["env"].get("GATEGRU_CPU_ISA") else "."),
@@ -159,3 +160,11 @@ def plot(report: dict, path: Path) -> None:
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _allocator(report: dict) -> str:
+    caching = report["versions"].get("tf_cpu_allocator_caching")
+    if caching is None:  # runs before the field existed
+        return ""
+    return ", CPU allocator " + ("caching" if caching else "not caching: fresh pages")
+
