@@ -126,7 +126,8 @@ def test_gradients_nobody_asked_for_are_not_computed(rng, reset_after):
         return [g.numpy() for g in grads()], shapes
 
     def weight_grads(ones: int) -> list[tuple[int, int]]:
-        recurrent = ([(units + ones, 3 * units)] if reset_after
+        # with reset_after, the bias sum is ones·d_hu: U's gradient pairs rows of h_seq
+        recurrent = ([(units, 3 * units), *[(1, 3 * units)] * ones] if reset_after
                      else [(units, units), (units, 2 * units)])
         return [(width + ones, 3 * units), *recurrent]
 
