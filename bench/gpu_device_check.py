@@ -236,7 +236,8 @@ class Ours:
 
 
 def previous_states(torch, h_seq, h0, mask):
-    """gategru/ops.py's previous_states: the state each step started from."""
+    """The state each step started from: h0 until a row's first unmasked step, then the
+    previous output."""
     shifted = torch.cat([h0[:, None], h_seq[:, :-1]], dim=1)
     if mask is None:
         return shifted
@@ -245,7 +246,8 @@ def previous_states(torch, h_seq, h0, mask):
 
 
 def weight_grads(torch, x, kernel, d_xw, fwd, h0, mask, reset_after):
-    """Input/weight gradients from d_xw with large matmuls, exactly as gategru/ops.py."""
+    """Input/weight gradients from d_xw with large matmuls, the sums gategru/ops.py takes
+    (there without a copy of the previous states)."""
     bsz, t, h3 = d_xw.shape
     h = h3 // 3
     flat = d_xw.reshape(-1, h3)

@@ -197,41 +197,40 @@ def gru_sequence(
     return GruSequence(out.h_seq, out.h_last, *gates)
 
 
-def previous_states(h_seq: tf.Tensor, h0: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
-    """(B,T,H) state each step started from: h0 until a row's first unmasked step, then
-    the previous output."""
-    shifted = tf.concat([h0[:, None], h_seq], axis=1)[:, :-1]  # length T, also for T = 0
-    if mask.shape.rank != 2:
-        return shifted
-    started = tf.cumsum(tf.cast(mask, tf.int32), axis=1, exclusive=True) > 0
-    return tf.where(started[..., None], shifted, h0[:, None])
-
-
 def _recurrent_kernel_grad(
-    h_seq: tf.Tensor, h0: tf.Tensor, mask: tf.Tensor, d_hu: tf.Tensor
+    h_seq: tf.Tensor,
+    h0: tf.Tensor,
+    mask: tf.Tensor,
+    d: tf.Tensor,
+    scale: tf.Tensor | None = None,
 ) -> tf.Tensor:
-    """Σ over rows and steps of h_prevᵀ·d_hu, without a copy of the previous states h_prev.
-    Flattened to (B·T) rows, a step's previous state is h_seq's row before it, except at
-    each batch row's first unmasked step, where it is h0 (the masked steps before that
-    output 0 and have d_hu = 0: they add nothing). So one matmul pairs every row with the
-    one before it, over slices that share h_seq's and d_hu's buffers, and two (B,H)ᵀ·(B,3H)
-    products put h0 where that pairing is wrong. The three (B,T,H) copies of
-    previous_states cost 14 ms of an S3 training step, 55 ms where TF's allocator hands out
-    fresh pages, and 157 MB."""
+    """Σ over rows and steps of (scale ⊙ h_prev)ᵀ·d, h_prev the state each step started
+    from, without a copy of the previous states. Flattened to (B·T) rows, a step's h_prev is
+    h_seq's row before it, except at each batch row's first unmasked step, where it is h0
+    (the masked steps before that output 0 and have d = 0: they add nothing). So one matmul
+    pairs every row with the one before it, over slices that share h_seq's and d's buffers,
+    and two (B,H)ᵀ·(B,N) products put h0 where that pairing is wrong. Against copying the
+    previous states: S3 training 750–760 against 761–790 ms, 100 MB less at its peak
+    (docs/cpu_performance.md)."""
     units = tf.shape(h0)[1]
-    flat_h = tf.reshape(h_seq, [-1, units])
-    flat_d = tf.reshape(d_hu, [-1, 3 * units])
-    pairs = tf.matmul(flat_h[:-1], flat_d[1:], transpose_a=True)
+    before = tf.reshape(h_seq, [-1, units])[:-1]
+    if scale is not None:
+        before = tf.reshape(scale, [-1, units])[1:] * before
+    pairs = tf.matmul(before, tf.reshape(d, [-1, tf.shape(d)[-1]])[1:], transpose_a=True)
 
     def at_first_steps() -> tf.Tensor:
+        first = None
         if mask.shape.rank == 2:
             first = tf.argmax(tf.cast(mask, tf.int32), axis=1, output_type=tf.int32)
-            d_first = tf.gather(d_hu, first, axis=1, batch_dims=1)
-        else:
-            d_first = d_hu[:, 0]
-        # row b's step 0 was paired with row b-1's last output
-        crossed = tf.matmul(h_seq[:-1, -1], d_hu[1:, 0], transpose_a=True)
-        return tf.matmul(h0, d_first, transpose_a=True) - crossed
+
+        def at_first(t: tf.Tensor) -> tf.Tensor:
+            return t[:, 0] if first is None else tf.gather(t, first, axis=1, batch_dims=1)
+
+        h_first, crossed = h0, h_seq[:-1, -1]  # row b's step 0 was paired with row b-1's end
+        if scale is not None:
+            h_first, crossed = h_first * at_first(scale), crossed * scale[1:, 0]
+        return (tf.matmul(h_first, at_first(d), transpose_a=True)
+                - tf.matmul(crossed, d[1:, 0], transpose_a=True))
 
     has_steps = tf.shape(h_seq)[1] > 0
     return pairs + tf.cond(has_steps, at_first_steps, lambda: tf.zeros_like(pairs))
@@ -316,15 +315,11 @@ def _gate_gru_forward_grad(op: tf.Operation, *grads: tf.Tensor | None):
     if reset_after:  # d_hu = [d_z, d_r, d_h·r], the gradient of h_prev·U + b_rec
         d_recurrent = _recurrent_kernel_grad(h_seq, h0, mask, d_hu)
         d_bias = _sum_rows(d_hu) if want_bias else None
-    else:
-        h_prev = tf.reshape(previous_states(h_seq, h0, mask), [-1, units])
-        d_zr = d_xw[..., : 2 * units]
-        d_h = d_xw[..., 2 * units :]
-        rh_prev = tf.reshape(reset, [-1, units]) * h_prev
+    else:  # the candidate's product is (r ⊙ h_prev)·U_h
         d_recurrent = tf.concat(
             [
-                tf.matmul(h_prev, tf.reshape(d_zr, [-1, 2 * units]), transpose_a=True),
-                tf.matmul(rh_prev, tf.reshape(d_h, [-1, units]), transpose_a=True),
+                _recurrent_kernel_grad(h_seq, h0, mask, d_xw[..., : 2 * units]),
+                _recurrent_kernel_grad(h_seq, h0, mask, d_xw[..., 2 * units :], scale=reset),
             ],
             axis=1,
         )
