@@ -331,8 +331,9 @@ def _gate_gru_forward_grad(op: tf.Operation, *grads: tf.Tensor | None):
     want_sums = 6 not in skip or (want_bias and d_bias is None)
     d_inputs = d_kernel = sums = None
     if 0 not in skip:
-        flat_d_xw = tf.reshape(d_xw, [-1, tf.shape(kernel)[1]])
-        d_inputs = tf.reshape(tf.matmul(flat_d_xw, kernel, transpose_b=True), tf.shape(inputs))
+        # einsum runs BatchMatMulV2, which TF's oneDNN does 15–18% faster here than
+        # MatMul(transpose_b) (S2 9.8 → 8.3 ms, S3 57 → 46.5); level with oneDNN off
+        d_inputs = tf.einsum("btk,ik->bti", d_xw, kernel)
     if 5 not in skip:
         if mask.shape.rank == 2:
             # Masked steps never read x, and their d_xw is 0; but NaN or ±Inf padding
