@@ -22,11 +22,9 @@ Writes cpu-<date>.json/.md/.png.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import ctypes
 import datetime as dt
 import gc
-import hashlib
 import json
 import math
 import os
@@ -38,7 +36,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,16 +64,15 @@ tf.config.threading.set_intra_op_parallelism_threads(THREADS)
 tf.config.threading.set_inter_op_parallelism_threads(THREADS)
 
 import keras  # noqa: E402
-
-try:
-    from tensorflow.python.eager.context import async_wait as _tf_async_wait  # noqa: E402
-except ImportError:  # private API; eager is synchronous without it
-
-    def _tf_async_wait() -> None:
-        pass
-
-
-
+from cpu_bench_keras import keras_benches  # noqa: E402
+from cpu_bench_peers import (  # noqa: E402
+    OneDnnServer,
+    build_onednn,
+    load_torch,
+    onednn_benches,
+    onednn_package_version,
+    torch_benches,
+)
 from cpu_bench_report import markdown, plot  # noqa: E402
 from cpu_bench_spec import (  # noqa: E402
     FLOPS_FORMULA,
@@ -88,13 +84,10 @@ from cpu_bench_spec import (  # noqa: E402
     gru_flops,
     targets,
 )
+from cpu_bench_timing import Bench, tf_sync  # noqa: E402
 
 import gategru  # noqa: E402
 from gategru import _kernels as _gategru_kernels  # noqa: E402
-
-ONEDNN_ISA = {0x7: "avx2", 0xF: "avx2_vnni", 0x1F: "avx2_vnni_2", 0x27: "avx512_core",
-              0x67: "avx512_core_vnni", 0xE7: "avx512_core_bf16", 0x1EF: "avx512_core_fp16",
-              0xFEF: "avx512_core_amx", 0x1FEF: "avx512_core_amx_fp16"}
 
 
 # ---- memory: peak resident set size around one call ------------------------------------------
@@ -157,362 +150,6 @@ def measure_memory(run: Callable[[int], list[float]], tf_stats: bool) -> dict[st
     return {"peak_mb": max(rss_mb, tf_mb or 0.0), "rss_growth_mb": rss_mb, "tf_alloc_mb": tf_mb}
 
 
-# ---- timing ----------------------------------------------------------------------------------
-def _sync() -> None:
-    # TF's eager executor is synchronous by default, so a call returns with its outputs computed;
-    # async_wait also covers an async executor. (.numpy() on every output would add a copy of
-    # the gates to every timing.)
-    _tf_async_wait()
-
-
-def timed_loop(call: Callable[[], object], sync: Callable[[], None] = _sync) -> Callable:
-    def run(repeats: int) -> list[float]:
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            out = call()
-            sync()
-            times.append((time.perf_counter() - t0) * 1e3)
-            del out
-        return times
-
-    return run
-
-
-@dataclass
-class Bench:
-    """One (variant, mode) at one shape: run(k) returns k wall times in ms."""
-
-    variant: str
-    mode: str
-    run: Callable[[int], list[float]]
-    outputs: Callable[[], dict[str, np.ndarray]] | None = None  # forward results, for checks
-    memory: dict[str, float | None] = field(default_factory=dict)  # see measure_memory()
-    rounds: list[list[float]] = field(default_factory=list)  # wall times in ms, by round
-
-    @property
-    def times(self) -> list[float]:
-        return [t for r in self.rounds for t in r]
-
-
-# ---- Keras and GateGRU variants --------------------------------------------------------------
-def _gates(cell: keras.layers.GRUCell, xw: tf.Tensor, h_prev: tf.Tensor) -> tuple:
-    """z, r, h̃ from the input projection x·W (no bias yet) and the previous state, with the
-    cell's own reset_after and biases (Keras's math)."""
-    if cell.reset_after:
-        xz, xr, xh = tf.split(xw + cell.bias[0], 3, axis=-1)
-        hz, hr, hh = tf.split(tf.matmul(h_prev, cell.recurrent_kernel) + cell.bias[1], 3,
-                              axis=-1)
-        z, r = tf.sigmoid(xz + hz), tf.sigmoid(xr + hr)
-        return z, r, tf.tanh(xh + r * hh)
-    xz, xr, xh = tf.split(xw + cell.bias, 3, axis=-1)
-    uz, ur, uh = tf.split(cell.recurrent_kernel, 3, axis=-1)
-    z = tf.sigmoid(xz + tf.matmul(h_prev, uz))
-    r = tf.sigmoid(xr + tf.matmul(h_prev, ur))
-    return z, r, tf.tanh(xh + tf.matmul(r * h_prev, uh))
-
-
-class GatesGRUCell(keras.layers.GRUCell):
-    """The seed approach: a GRUCell whose per-step output is concat[h, z, r, h̃]."""
-
-    def __init__(self, units: int, **kwargs: Any) -> None:
-        super().__init__(units, **kwargs)
-        self.output_size = 4 * units
-
-    def call(self, inputs: tf.Tensor, states: Any, training: bool = False) -> tuple:
-        h_prev = states[0] if isinstance(states, (list, tuple)) else states
-        z, r, cand = _gates(self, tf.matmul(inputs, self.kernel), h_prev)
-        h = z * h_prev + (1.0 - z) * cand
-        return tf.concat([h, z, r, cand], axis=-1), [h]
-
-
-def _split4(seq: tf.Tensor) -> tuple[tf.Tensor, ...]:
-    return tuple(tf.split(seq, 4, axis=-1))
-
-
-def recompute_gates(x: tf.Tensor, seq: tf.Tensor, gru: keras.layers.GRU) -> tuple:
-    """z, r, h̃ for every step from a GRU's output sequence, in three large matmuls' worth of
-    work: h_prev is the output shifted by one step (h0 = 0)."""
-    batch, steps, units = tf.shape(seq)[0], tf.shape(seq)[1], gru.units
-    h_prev = tf.concat([tf.zeros_like(seq[:, :1]), seq[:, :-1]], axis=1)
-    xw = tf.matmul(tf.reshape(x, [batch * steps, -1]), gru.cell.kernel)
-    gates = _gates(gru.cell, xw, tf.reshape(h_prev, [batch * steps, units]))
-    return tuple(tf.reshape(g, [batch, steps, units]) for g in gates)
-
-
-def _gate_dict(z: Any, r: Any, cand: Any) -> dict[str, np.ndarray]:
-    return {"update": np.asarray(z), "reset": np.asarray(r), "candidate": np.asarray(cand)}
-
-
-def _train_fn(layer: keras.layers.Layer, loss_of: Callable[[Any], tf.Tensor]) -> Callable:
-    """A tf.function taking a training step's gradients w.r.t. the weights and the inputs."""
-
-    @tf.function(jit_compile=False)
-    def step(x: tf.Tensor) -> list:
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            loss = loss_of(layer(x, training=True))
-        # Returned, so that the graph cannot prune any gradient.
-        return tape.gradient(loss, [x, *layer.trainable_weights])
-
-    return step
-
-
-def _sum_all(*tensors: tf.Tensor) -> tf.Tensor:
-    return tf.add_n([tf.reduce_sum(t) for t in tensors])
-
-
-def _h_only(out: Any) -> dict[str, np.ndarray]:
-    return {"h": np.asarray(out)}
-
-
-def _gategru_outputs(out: Any) -> dict[str, np.ndarray]:
-    seq, gates = out
-    return {"h": np.asarray(seq), **_gate_dict(*(gates[k] for k in gategru.layers.GATE_NAMES))}
-
-
-def _cell_outputs(out: Any) -> dict[str, np.ndarray]:
-    h, z, r, cand = _split4(out)
-    return {"h": np.asarray(h), **_gate_dict(z, r, cand)}
-
-
-def _gategru_loss(out: Any) -> tf.Tensor:
-    seq, gates = out
-    return _sum_all(seq, *gates.values())
-
-
-def keras_benches(
-    dims: tuple[int, int, int, int], x_np: np.ndarray, wanted: set[str], modes: set[str],
-    reset_after: bool = True,
-) -> tuple[list[Bench], list[np.ndarray]]:
-    """The TensorFlow variants, all with the same weights (so their outputs can be checked
-    against each other). Returns them and the weights in Keras's layout."""
-    _, _, width, units = dims
-    x = tf.constant(x_np)
-    gru = keras.layers.GRU(units, return_sequences=True, reset_after=reset_after)
-    gru.build((None, None, width))
-    kernel, recurrent, bias = gru.get_weights()
-    # Keras initialises the bias to 0; a random one makes the output checks cover it.
-    bias = (0.1 * np.random.default_rng(1).standard_normal(bias.shape)).astype(np.float32)
-    weights = [kernel, recurrent, bias]
-    gru.set_weights(weights)
-    benches: list[Bench] = []
-
-    def add(name: str, make: Callable[[], keras.layers.Layer], outputs: Callable[[Any], dict],
-            loss_of: Callable[[Any], tf.Tensor] | None) -> None:
-        if name not in wanted:
-            return
-        layer = make()
-        if layer is not gru:
-            layer.build((None, None, width))
-            layer.set_weights(weights)
-        fwd = tf.function(lambda v: layer(v, training=False), jit_compile=False)
-        if "forward" in modes:
-            benches.append(Bench(name, "forward", timed_loop(lambda: fwd(x)),
-                                 outputs=lambda: outputs(fwd(x))))
-        if "train" in modes and loss_of is not None:
-            step = _train_fn(layer, loss_of)
-            benches.append(Bench(name, "train", timed_loop(lambda: step(x))))
-
-    same = {"return_sequences": True, "reset_after": reset_after}
-    add("gategru_gates", lambda: gategru.GateGRU(units, return_gates=True, **same),
-        _gategru_outputs, _gategru_loss)
-    add("gategru_nogates", lambda: gategru.GateGRU(units, **same), _h_only, _sum_all)
-    add("keras_gru", lambda: gru, _h_only, _sum_all)
-    add("keras_cell", lambda: keras.layers.RNN(GatesGRUCell(units, reset_after=reset_after),
-                                               return_sequences=True),
-        _cell_outputs, _sum_all)
-
-    if "keras_recompute" in wanted and "forward" in modes:
-
-        @tf.function(jit_compile=False)
-        def recompute(v: tf.Tensor) -> tuple:
-            seq = gru(v, training=False)
-            return (seq, *recompute_gates(v, seq, gru))
-
-        def recompute_outputs() -> dict[str, np.ndarray]:
-            seq, z, r, cand = recompute(x)
-            return {"h": np.asarray(seq), **_gate_dict(z, r, cand)}
-
-        benches.append(Bench("keras_recompute", "forward", timed_loop(lambda: recompute(x)),
-                             outputs=recompute_outputs))
-    return benches, weights
-
-
-# ---- PyTorch ---------------------------------------------------------------------------------
-def load_torch(wanted: set[str]) -> tuple[Any, str | None]:
-    if "torch_gru" not in wanted:
-        return None, "not selected"
-    try:
-        import torch
-    except ImportError:
-        return None, "PyTorch is not installed (pip install -r requirements-bench.txt)"
-    torch.set_num_threads(THREADS)
-    # Only settable before torch's first parallel work.
-    with contextlib.suppress(RuntimeError):
-        torch.set_num_interop_threads(THREADS)
-    return torch, None
-
-
-def _torch_order(a: np.ndarray) -> np.ndarray:
-    # Keras blocks [z|r|h] -> PyTorch's [r|z|n] along the last axis.
-    z, r, h = np.split(a, 3, axis=-1)
-    return np.ascontiguousarray(np.concatenate([r, z, h], axis=-1))
-
-
-def torch_benches(torch: Any, dims: tuple[int, int, int, int], x_np: np.ndarray,
-                  weights: list[np.ndarray], modes: set[str]) -> list[Bench]:
-    _, _, width, units = dims
-    net = torch.nn.GRU(width, units, batch_first=True)
-    kernel, recurrent, bias = weights
-    with torch.no_grad():  # same weights as the Keras variants (torch's GRU is reset_after)
-        net.weight_ih_l0.copy_(torch.from_numpy(_torch_order(kernel).T.copy()))
-        net.weight_hh_l0.copy_(torch.from_numpy(_torch_order(recurrent).T.copy()))
-        net.bias_ih_l0.copy_(torch.from_numpy(_torch_order(bias[0])))
-        net.bias_hh_l0.copy_(torch.from_numpy(_torch_order(bias[1])))
-    x = torch.from_numpy(x_np.copy())
-    x_grad = x.clone().requires_grad_(True)
-
-    def forward() -> Any:
-        with torch.inference_mode():
-            return net(x)[0]
-
-    def train() -> Any:
-        for p in (*net.parameters(), x_grad):
-            p.grad = None
-        out = net(x_grad)[0]
-        out.sum().backward()
-        return out
-
-    def no_sync() -> None:
-        pass  # PyTorch's CPU ops return when done
-
-    benches = []
-    if "forward" in modes:
-        benches.append(Bench("torch_gru", "forward", timed_loop(forward, no_sync),
-                             outputs=lambda: {"h": forward().numpy()}))
-    if "train" in modes:
-        benches.append(Bench("torch_gru", "train", timed_loop(train, no_sync)))
-    return benches
-
-
-# ---- oneDNN ----------------------------------------------------------------------------------
-def _onednn_package_version() -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version("onednn-devel-cpu-gomp")
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def build_onednn() -> tuple[Path | None, str]:
-    """Compiles bench/onednn_gru.cc against the pip package's oneDNN, once per source and
-    library (cached under build/bench). Returns (binary, None) or (None, why not)."""
-    prefix = Path(sys.prefix)
-    header = prefix / "include" / "oneapi" / "dnnl" / "dnnl.hpp"
-    lib = prefix / "lib" / "libdnnl.so"
-    if not header.exists() or not lib.exists():
-        return None, ("onednn-devel-cpu-gomp is not installed in this environment "
-                      "(pip install -r requirements-bench.txt)")
-    gxx = shutil.which("g++")
-    if gxx is None:
-        return None, "g++ not found"
-    src = ROOT / "bench" / "onednn_gru.cc"
-    key = hashlib.sha1(src.read_bytes() + str(lib.resolve()).encode()).hexdigest()[:12]
-    cache = ROOT / "build" / "bench"
-    binary = cache / f"onednn_gru-{key}"
-    if binary.exists():
-        return binary, ""
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        cache = Path(tempfile.mkdtemp(prefix="gategru-bench-"))
-        binary = cache / binary.name
-    tmp = binary.with_suffix(".tmp")
-    cmd = [gxx, "-O2", "-std=c++17", "-fopenmp", f"-I{prefix / 'include'}", str(src),
-           f"-L{lib.parent}", "-ldnnl", f"-Wl,-rpath,{lib.parent.resolve()}", "-o", str(tmp)]
-    print(f"[bench] compiling {src.name} against oneDNN ({_onednn_package_version()})",
-          file=sys.stderr)
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode != 0:
-        return None, f"compiling {src.name} failed: {res.stderr.strip()[-800:]}"
-    tmp.replace(binary)
-    return binary, ""
-
-
-class OneDnnServer:
-    """bench/onednn_gru running at one shape; it answers 'run N' and 'dump PATH' on stdin."""
-
-    def __init__(self, binary: Path, dims: tuple[int, ...], data: Path, max_isa: str | None):
-        env = dict(os.environ, OMP_NUM_THREADS=str(THREADS))
-        if max_isa:
-            env["ONEDNN_MAX_CPU_ISA"] = max_isa
-        self.proc = subprocess.Popen(
-            [str(binary), *map(str, dims), str(data)], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        self.header = self._reply()
-        self.header["isa_name"] = ONEDNN_ISA.get(self.header.get("isa", -1), "unknown")
-
-    def _reply(self) -> dict:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            err = self.proc.stderr.read() if self.proc.stderr else ""
-            raise RuntimeError(f"onednn_gru exited ({self.proc.wait()}): {err.strip()[-500:]}")
-        return json.loads(line)
-
-    def ask(self, command: str) -> dict:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(command + "\n")
-        self.proc.stdin.flush()
-        return self._reply()
-
-    def run(self, repeats: int) -> list[float]:
-        return [float(t) for t in self.ask(f"run {repeats}")["times_ms"]]
-
-    def dump(self, shape: tuple[int, int, int]) -> np.ndarray:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "h.f32"
-            self.ask(f"dump {path}")
-            return np.fromfile(path, np.float32).reshape(shape)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(BrokenPipeError, RuntimeError, json.JSONDecodeError):
-                self.ask("quit")
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def onednn_benches(binary: Path, dims: tuple[int, int, int, int], x_np: np.ndarray,
-                   weights: list[np.ndarray], variants: list[str], tmp: Path
-                   ) -> tuple[list[Bench], list[OneDnnServer], dict[str, str]]:
-    data = tmp / "onednn-{}x{}x{}x{}.f32".format(*dims)
-    with open(data, "wb") as fh:
-        for a in (x_np, *weights):
-            fh.write(np.ascontiguousarray(a, np.float32).tobytes())
-    benches, servers, failed = [], [], {}
-    batch, steps, _, units = dims
-    for variant in variants:
-        try:
-            server = OneDnnServer(binary, dims, data,
-                                  "AVX2" if variant == "onednn_gru_avx2" else None)
-        except (RuntimeError, OSError, json.JSONDecodeError) as err:
-            failed[variant] = str(err)
-            continue
-        servers.append(server)
-        benches.append(Bench(variant, "forward", server.run,
-                             outputs=lambda s=server: {"h": s.dump((batch, steps, units))},
-                             memory={"peak_mb": server.header.get("peak_rss_delta_mb"),
-                                     "rss_growth_mb": server.header.get("peak_rss_delta_mb")}))
-    data.unlink()
-    return benches, servers, failed
-
-
 # ---- the machine's matmul rate ---------------------------------------------------------------
 def matmul_rate(n: int, budget_s: float) -> dict:
     """Best float32 GFLOP/s of an n x n product through numpy and through tf.matmul."""
@@ -529,7 +166,7 @@ def matmul_rate(n: int, budget_s: float) -> dict:
         while len(rates) < 3 or (time.perf_counter() - start < budget_s and len(rates) < 50):
             t0 = time.perf_counter()
             call()
-            _sync()
+            tf_sync()
             rates.append(flops / (time.perf_counter() - t0) / 1e9)
         result[f"{name}_gflops"] = rates
         result[f"{name}_best"] = max(rates)
@@ -622,7 +259,7 @@ def long_run(steps: int, chunk: int, reset_after: bool = True) -> dict:
     x = tf.constant(np.random.default_rng(2).standard_normal((1, steps, width), np.float32))
     h0 = tf.zeros([1, units])
     fn(x[:, : min(chunk, 1000)], h0)  # trace (the signature leaves the length open)
-    _sync()
+    tf_sync()
     gc.collect()
     rss0 = _status_kb("VmRSS")
     peak_ok = _reset_peak_rss()
@@ -635,7 +272,7 @@ def long_run(steps: int, chunk: int, reset_after: bool = True) -> dict:
     for s in range(0, steps, chunk):
         t0 = time.perf_counter()
         seq, h, gates = fn(x[:, s : s + chunk], h)
-        _sync()
+        tf_sync()
         chunk_ms.append((time.perf_counter() - t0) * 1e3)
         gate_sum += float(gates["update"][0, -1, 0])  # touch the gates: they were written
         del seq, gates
@@ -685,7 +322,7 @@ def versions(torch: Any, onednn_header: dict | None) -> dict:
         "keras": keras.__version__, "numpy": np.__version__,
         "gategru": getattr(gategru, "__version__", None), "gategru_path": gategru.__file__,
         "torch": getattr(torch, "__version__", None),
-        "onednn_package": _onednn_package_version(),
+        "onednn_package": onednn_package_version(),
         "onednn": onednn_header.get("version") if onednn_header else None,
         "gategru_cpu_isa": _gategru_kernels.cpu_isa(),
         # a pool that keeps freed blocks (oneDNN opts on, or TF_CPU_ALLOCATOR_USE_BFC)
@@ -795,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
              "timings will be noisy, torch and oneDNN the most")
     if not args.reset_after:  # both compute the reset_after=True GRU only
         wanted -= {"torch_gru", "onednn_gru", "onednn_gru_avx2"}
-    torch, torch_reason = load_torch(wanted)
+    torch, torch_reason = load_torch(wanted, args.threads)
     onednn_wanted = [v for v in ("onednn_gru", "onednn_gru_avx2") if v in wanted]
     binary, onednn_reason = build_onednn() if onednn_wanted else (None, "not selected")
     reasons: dict[str, str | None] = {v: None if v in wanted else "not selected"
@@ -830,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
             servers: list[OneDnnServer] = []
             if binary is not None and "forward" in modes:
                 more, servers, failed = onednn_benches(binary, dims, x_np, weights,
-                                                       onednn_wanted, Path(tmp))
+                                                       onednn_wanted, Path(tmp), args.threads)
                 for v, why in failed.items():
                     reasons[v] = f"onednn_gru failed at {shape}: {why}"
                 if servers:
