@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import gpu_check_timing as timing  # noqa: E402
 import gpu_device_check as check  # noqa: E402
 
 from gategru import _kernels  # noqa: E402
@@ -99,12 +100,12 @@ def main() -> int:
         fn()
         return {"ms": (time.perf_counter() - start) * 1e3, "repeats": 1, "min_ms": 0.0}
 
-    check.cuda_time_ms = wall_ms
+    timing.cuda_time_ms = wall_ms
     timings = []
     for label, dtype in (("fp32", torch.float32), ("fp16", torch.float16),
                          ("bf16", torch.bfloat16)):
         base = dict(kind="timing", dtype=label, B=2, T=7, I=16, H=16)
-        check.time_one(torch, CpuOurs(kernels, torch), torch.device("cpu"), dtype, 2, 7, 16,
+        timing.time_one(torch, CpuOurs(kernels, torch), torch.device("cpu"), dtype, 2, 7, 16,
                        base, lambda **r: timings.append(r), time.time() + 120)
     # the launch-shape sweep's loop, with a fake plan that follows the override
     override = {"slice": 0, "y": 0}
@@ -119,8 +120,8 @@ def main() -> int:
 
     kernels.cuda_set_launch_override, kernels.cuda_launch_plan = set_override, plan
     sweep = []
-    check.sweep_shape(torch, kernels, CpuOurs(kernels, torch), 4, 16, 3,
-                      lambda **r: sweep.append(r), time.time() + 60, device="cpu", t=6)
+    timing.sweep_shape(torch, kernels, CpuOurs(kernels, torch), 4, 16, 3,
+                       lambda **r: sweep.append(r), time.time() + 60, device="cpu", t=6)
     report = {"date": "-", "device": "cpu", "torch": "-", "cudnn": "-", "correct": True,
               "timings": [], "checks": [], "notes": [], "sweep": sweep}
     sweep_ok = len(sweep) >= 3 and "| 16 | 3 |" in check.markdown(report)
