@@ -167,4 +167,3 @@ def _allocator(report: dict) -> str:
     if caching is None:  # runs before the field existed
         return ""
     return ", CPU allocator " + ("caching" if caching else "not caching: fresh pages")
-

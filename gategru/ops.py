@@ -323,12 +323,13 @@ def _gate_gru_forward_grad(op: tf.Operation, *grads: tf.Tensor | None):
             ],
             axis=1,
         )
-        d_bias = None  # Σ d_xw, d_input_bias's sum: taken once below
+        d_bias = None  # Σ d_xw, the input bias's sum: taken once below
+    bias_is_input_sum = want_bias and not reset_after
     if kernel.shape.rank == 1:  # inputs were the projections
-        if want_bias and d_bias is None:
+        if bias_is_input_sum:
             d_bias = _sum_rows(d_xw)
         return (None if 0 in skip else d_xw), d_h0, d_recurrent, d_bias, None, None, None
-    want_sums = 6 not in skip or (want_bias and d_bias is None)
+    want_sums = 6 not in skip or bias_is_input_sum
     d_inputs = d_kernel = sums = None
     if 0 not in skip:
         # einsum runs BatchMatMulV2, which TF's oneDNN does 15–18% faster here than
@@ -344,6 +345,6 @@ def _gate_gru_forward_grad(op: tf.Operation, *grads: tf.Tensor | None):
         d_kernel, sums = _weight_grad(inputs, d_xw, sums=want_sums)
     elif want_sums:
         sums = _sum_rows(d_xw)
-    if want_bias and d_bias is None:
+    if bias_is_input_sum:
         d_bias = sums
     return d_inputs, d_h0, d_recurrent, d_bias, None, d_kernel, None if 6 in skip else sums

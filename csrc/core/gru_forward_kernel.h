@@ -311,21 +311,22 @@ struct ForwardKernel {
     if (streaming) S::fence();  // the streamed gates, before the barrier
   }
 
+  // Stages of a step: reset_after=false's candidate needs r⊙h_prev from a stage before.
+  int64_t phases() const { return p.reset_after ? 1 : 2; }
+
   void stream_products_of_stage(int64_t stage, int64_t chunk) const {
-    const int64_t phases = p.reset_after ? 1 : 2;
-    stream_products(stage / phases, stage % phases, chunk);
+    stream_products(stage / phases(), stage % phases(), chunk);
   }
 
   void run_rows(int64_t stage, int64_t chunk) const {
-    const int64_t phases = p.reset_after ? 1 : 2;
-    const int64_t t = stage / phases, phase = stage % phases;
+    const int64_t t = stage / phases(), phase = stage % phases();
     const int64_t ub = blk.unit_block(chunk), rc = blk.row_chunk(chunk);
     const int64_t g1 = min64(blk.row_groups, (rc + 1) * blk.groups_per_chunk);
     for (int64_t g = rc * blk.groups_per_chunk; g < g1; ++g) {
       const int64_t b0 = g * R;
       const int64_t rows_here = min64(R, p.batch - b0);
       if (all_masked(t, b0, rows_here)) {  // long masked stretches cost no products
-        if (phase == phases - 1) {
+        if (phase == phases() - 1) {
           const int64_t j0 = ub * W;
           for (int64_t b = b0; b < b0 + rows_here; ++b) masked_step(b, t, j0, min64(W, H - j0));
         }
@@ -349,7 +350,7 @@ struct ForwardKernel {
       pack_forward_panels<W>(p.recurrent_kernel, H, H, ws.panels, !p.reset_after);
       if (p.kernel) pack_forward_panels<W>(p.kernel, p.input_width, H, ws.input_panels);
     }
-    const int64_t stages = p.time * (p.reset_after ? 1 : 2) * (stream_rows ? 2 : 1);
+    const int64_t stages = p.time * phases() * (stream_rows ? 2 : 1);
     run_staged(workers, stages, blk.chunks(), [this](int64_t s, int64_t c) { run_chunk(s, c); });
     for (int64_t b = 0; b < p.batch; ++b) {
       const bool any_valid = seq.first_valid[b] < p.time;
