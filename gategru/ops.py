@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import tensorflow as tf
 
@@ -14,6 +15,8 @@ _REBUILD = (
     "`pip install --no-build-isolation --force-reinstall --no-deps .` in the gategru source tree "
     "(or run `./run test`, which does it)."
 )
+
+_T = TypeVar("_T")
 
 _lock = threading.Lock()
 _library = None
@@ -262,6 +265,25 @@ def _sum_rows(d: tf.Tensor) -> tf.Tensor:
     return tf.matmul(ones, flat)[0]
 
 
+class _InOrder:
+    """Builds groups of ops that run one after another: each group's ops wait (control
+    dependencies) for the previous group's results. TF would otherwise run the gradient's
+    large matmuls side by side on its inter-op threads, each asking for every intra-op
+    thread; on two cores, S3's training step then took 750 ms or 830–850 at random, and
+    745–755 in order (docs/cpu_performance.md). In eager mode ops run in order anyway."""
+
+    def __init__(self) -> None:
+        self._last: list[tf.Tensor] = []
+
+    def __call__(self, build: Callable[[], _T]) -> _T:
+        with tf.control_dependencies(self._last):
+            out = build()
+        done = [t for t in tf.nest.flatten(out) if t is not None]
+        if done:
+            self._last = done
+        return out
+
+
 def _empty_if_none(grad: tf.Tensor | None, like: tf.Tensor) -> tf.Tensor:
     return tf.zeros([0, 0, 0], like.dtype) if grad is None else grad
 
@@ -312,39 +334,43 @@ def _gate_gru_forward_grad(op: tf.Operation, *grads: tf.Tensor | None):
     skip = getattr(op, "skip_input_indices", None) or ()
     want_bias = 3 not in skip
     units = tf.shape(h0)[1]
+    in_order = _InOrder()
     if reset_after:  # d_hu = [d_z, d_r, d_h·r], the gradient of h_prev·U + b_rec
-        d_recurrent = _recurrent_kernel_grad(h_seq, h0, mask, d_hu)
-        d_bias = _sum_rows(d_hu) if want_bias else None
+        d_recurrent = in_order(lambda: _recurrent_kernel_grad(h_seq, h0, mask, d_hu))
+        d_bias = in_order(lambda: _sum_rows(d_hu)) if want_bias else None
     else:  # the candidate's product is (r ⊙ h_prev)·U_h
-        d_recurrent = tf.concat(
-            [
-                _recurrent_kernel_grad(h_seq, h0, mask, d_xw[..., : 2 * units]),
-                _recurrent_kernel_grad(h_seq, h0, mask, d_xw[..., 2 * units :], scale=reset),
-            ],
-            axis=1,
+        d_zr = in_order(lambda: _recurrent_kernel_grad(h_seq, h0, mask, d_xw[..., : 2 * units]))
+        d_h = in_order(
+            lambda: _recurrent_kernel_grad(h_seq, h0, mask, d_xw[..., 2 * units :], scale=reset)
         )
+        d_recurrent = tf.concat([d_zr, d_h], axis=1)
         d_bias = None  # Σ d_xw, the input bias's sum: taken once below
     bias_is_input_sum = want_bias and not reset_after
     if kernel.shape.rank == 1:  # inputs were the projections
         if bias_is_input_sum:
-            d_bias = _sum_rows(d_xw)
+            d_bias = in_order(lambda: _sum_rows(d_xw))
         return (None if 0 in skip else d_xw), d_h0, d_recurrent, d_bias, None, None, None
     want_sums = 6 not in skip or bias_is_input_sum
     d_inputs = d_kernel = sums = None
     if 0 not in skip:
         # einsum runs BatchMatMulV2, which TF's oneDNN does 15–18% faster here than
         # MatMul(transpose_b) (S2 9.8 → 8.3 ms, S3 57 → 46.5); level with oneDNN off
-        d_inputs = tf.einsum("btk,ik->bti", d_xw, kernel)
+        d_inputs = in_order(lambda: tf.einsum("btk,ik->bti", d_xw, kernel))
     if 5 not in skip:
-        if mask.shape.rank == 2:
-            # Masked steps never read x, and their d_xw is 0; but NaN or ±Inf padding
-            # times 0 is NaN, which would spoil d_kernel for every row.
-            inputs = tf.where(mask[..., None], inputs, tf.zeros([], inputs.dtype))
-        if want_sums:
-            inputs = _appended_ones(inputs)
-        d_kernel, sums = _weight_grad(inputs, d_xw, sums=want_sums)
+
+        def kernel_grad() -> tuple[tf.Tensor, tf.Tensor | None]:
+            x = inputs
+            if mask.shape.rank == 2:
+                # Masked steps never read x, and their d_xw is 0; but NaN or ±Inf padding
+                # times 0 is NaN, which would spoil d_kernel for every row.
+                x = tf.where(mask[..., None], x, tf.zeros([], x.dtype))
+            if want_sums:
+                x = _appended_ones(x)
+            return _weight_grad(x, d_xw, sums=want_sums)
+
+        d_kernel, sums = in_order(kernel_grad)
     elif want_sums:
-        sums = _sum_rows(d_xw)
+        sums = in_order(lambda: _sum_rows(d_xw))
     if bias_is_input_sum:
         d_bias = sums
     return d_inputs, d_h0, d_recurrent, d_bias, None, d_kernel, None if 6 in skip else sums

@@ -153,6 +153,68 @@ def test_gradients_nobody_asked_for_are_not_computed(rng, reset_after):
         assert abs(analytic - numeric) <= 1e-6 * max(1.0, abs(numeric)), names[i]
 
 
+def _ancestors(op: tf.Operation) -> set[tf.Operation]:
+    seen: set[tf.Operation] = set()
+    todo = [t.op for t in op.inputs] + list(op.control_inputs)
+    while todo:
+        o = todo.pop()
+        if o not in seen:
+            seen.add(o)
+            todo += [t.op for t in o.inputs] + list(o.control_inputs)
+    return seen
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize("mask_kind", ["none", "holes"])
+def test_the_gradients_products_run_one_after_another(rng, reset_after, mask_kind):
+    """The gradient's large products (U's and W's gradients, d_x, the bias sums) must not
+    run side by side: each asks for every intra-op thread, and TF's inter-op threads running
+    two at once made training steps up to 15% slower at random. In the graph, of any two
+    of them one must wait for the other; the gradients stay right (central differences of
+    the oracle)."""
+    batch, time, width, units = 3, 6, 4, 5
+    values = projecting_inputs(rng, batch, time, width, units)
+    mask = random_mask(rng, batch, time, mask_kind)
+    cot = [rng.normal(size=s) for s in [(batch, time, units), (batch, units)]
+           + [(batch, time, units)] * 3]
+
+    def loss_of(*v):
+        out = gru_sequence(*v[:4], mask=mask, reset_after=reset_after, kernel=v[4],
+                           input_bias=v[5])
+        return sum(tf.reduce_sum(w * o) for w, o in zip(cot, out[:5], strict=True))
+
+    @tf.function
+    def grads():
+        with tf.GradientTape() as tape:
+            tape.watch(values)
+            loss = loss_of(*values)
+        return tape.gradient(loss, values)
+
+    graph = grads.get_concrete_function().graph
+    products = [op for op in graph.get_operations()
+                if op.type in ("MatMul", "BatchMatMulV2", "Einsum")]
+    assert len(products) >= 4  # U's gradient, its bias sum or second half, d_x, W's
+    for i, a in enumerate(products):
+        for b in products[i + 1:]:
+            in_order = a in _ancestors(b) or b in _ancestors(a)
+            assert in_order, f"{a.name} and {b.name} may run side by side"
+
+    def oracle_loss(v):
+        xw = v[0] @ v[4] + v[5]
+        ref = gru_sequence_reference(xw, *v[1:4], mask=mask, reset_after=reset_after)
+        outs = (ref.h_seq, ref.h_last, ref.update, ref.reset, ref.candidate)
+        return sum(np.sum(w * o) for w, o in zip(cot, outs, strict=True))
+
+    plain = [v.numpy() for v in values]
+    for i, grad in enumerate(grads()):
+        direction = rng.normal(size=grad.shape)
+        shifted = [[v + eps * direction if j == i else v for j, v in enumerate(plain)]
+                   for eps in (1e-6, -1e-6)]
+        numeric = (oracle_loss(shifted[0]) - oracle_loss(shifted[1])) / 2e-6
+        analytic = float(np.sum(grad.numpy() * direction))
+        assert abs(analytic - numeric) <= 1e-6 * max(1.0, abs(numeric)), i
+
+
 @pytest.mark.parametrize("reset_after", [True, False])
 @pytest.mark.parametrize("watch", [(3,), (5,), (3, 5), (4,), (2, 3), (0, 3), (1, 4, 5)])
 def test_any_subset_of_gradients_equals_the_full_tape(rng, reset_after, watch):
