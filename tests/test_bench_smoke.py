@@ -19,7 +19,8 @@ def test_quick_benchmark_writes_complete_report(tmp_path: Path) -> None:
     out = tmp_path / "results"
     # cwd=tmp_path: the source tree's gategru (no compiled op) must not shadow the installed one.
     proc = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--rounds", "2", "--out", str(out)],
+        [sys.executable, str(BENCH), "--quick", "--rounds", "2", "--out", str(out), "--long",
+         "--long-steps", "4000", "--long-chunk", "1000"],
         cwd=tmp_path, capture_output=True, text=True, timeout=180,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
@@ -56,6 +57,15 @@ def test_quick_benchmark_writes_complete_report(tmp_path: Path) -> None:
 
     assert report["matmul"]["best_gflops"] > 0
     assert report["threads"]["tf_intra_op"] == report["threads"]["threads"]
+    # The long run: its chunks, each followed by an S1-length call it is compared with.
+    long = report["long"]
+    assert long["finite"] and len(long["chunk_ms"]) == len(long["short_ms"]) == 4
+    assert long["short_steps"] == 2000
+    assert long["per_step_vs_s1"] == pytest.approx(long["per_step_us"]
+                                                   / long["short_per_step_us"])
+    assert math.isfinite(long["per_step_vs_s1"]) and long["per_step_vs_s1"] > 0
+    assert [t for t in report["targets"] if t["shape"] == "long"][0]["value"] == (
+        long["per_step_vs_s1"])
     assert report["machine"]["nproc"] >= 1 and report["versions"]["tensorflow"]
 
 
