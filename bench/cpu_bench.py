@@ -287,14 +287,16 @@ def long_run(steps: int, chunk: int, reset_after: bool = True) -> dict:
         short_ms.append((time.perf_counter() - t0) * 1e3)
     wall_s = time.perf_counter() - start
     total_s = sum(chunk_ms) / 1e3  # the calls alone
+    per_step_us = total_s / steps * 1e6
+    short_per_step_us = float(np.median(short_ms)) / int(short.shape[1]) * 1e3
     tf_after = _tf_allocator_bytes() if tf_before else None
     if tf_after and tf_after[1] == 0:
         tf_after = None  # no statistics kept
     return {
         "dims": [1, steps, width, units], "chunk": chunk, "total_s": total_s, "wall_s": wall_s,
-        "per_step_us": total_s / steps * 1e6, "chunk_ms": chunk_ms,
+        "per_step_us": per_step_us, "chunk_ms": chunk_ms,
         "short_steps": int(short.shape[1]), "short_ms": short_ms,
-        "short_per_step_us": float(np.median(short_ms)) / int(short.shape[1]) * 1e3,
+        "short_per_step_us": short_per_step_us, "per_step_vs_s1": per_step_us / short_per_step_us,
         "peak_rss_delta_mb": (_status_kb("VmHWM") - rss0) / 1024 if peak_ok else None,
         "peak_rss_mb": _status_kb("VmHWM") / 1024,
         "peak_tf_alloc_delta_mb": (tf_after[1] - tf_before[0]) / 2**20
@@ -547,7 +549,6 @@ def main(argv: list[str] | None = None) -> int:
         # S1's own row, timed minutes earlier, for reference; the target compares with
         # S1-length calls timed between the chunks (long_run)
         long["s1_per_step_us"] = s1 / SHAPES["S1"][1] * 1e3 if s1 else None
-        long["per_step_vs_s1"] = long["per_step_us"] / long["short_per_step_us"]
     matmul = {"n": args.matmul_n, "start": matmul_first, "end": matmul_last,
               "numpy_best": max(matmul_first["numpy_best"], matmul_last["numpy_best"]),
               "tf_best": max(matmul_first["tf_best"], matmul_last["tf_best"]),

@@ -95,16 +95,17 @@ def markdown(report: dict) -> str:
                          f"| {met} |")
     if report.get("long"):
         lg = report["long"]
+        compared = []
+        if lg.get("per_step_vs_s1"):
+            compared.append(f"{lg['per_step_vs_s1']:.2f}× the per-step time of "
+                            f"{lg['short_steps']}-step calls timed between the chunks, "
+                            f"{lg['short_per_step_us']:.2f} µs")
+        if lg.get("s1_per_step_us"):
+            compared.append(f"S1's row above: {lg['s1_per_step_us']:.2f} µs/step")
         lines += ["", "## Long sequence", "",
                   f"GateGRU, gates on, B×T×I×H = {'×'.join(map(str, lg['dims']))} in chunks of "
                   f"{lg['chunk']} steps: {lg['total_s']:.1f} s, {lg['per_step_us']:.2f} µs/step"
-                  + (f" ({lg['per_step_vs_s1']:.2f}× the per-step time of "
-                     f"{lg['short_steps']}-step calls timed between the chunks, "
-                     f"{lg['short_per_step_us']:.2f} µs"
-                     if lg.get("per_step_vs_s1") else "")
-                  + (f"; S1's row above: {lg['s1_per_step_us']:.2f} µs/step"
-                     if lg.get("s1_per_step_us") else "")
-                  + (")" if lg.get("per_step_vs_s1") else "")
+                  + (f" ({'; '.join(compared)})" if compared else "")
                   + f"; peak RSS growth {lg['peak_rss_delta_mb'] or 0:.0f} MB (process peak "
                   f"{lg['peak_rss_mb']:.0f} MB), TF allocator peak growth "
                   f"{lg['peak_tf_alloc_delta_mb'] or 0:.0f} MB."]

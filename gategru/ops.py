@@ -215,11 +215,10 @@ def _recurrent_kernel_grad(
     and two (B,H)ᵀ·(B,N) products put h0 where that pairing is wrong. Against copying the
     previous states: S3 training 750–760 against 761–790 ms, 100 MB less at its peak
     (docs/cpu_performance.md)."""
-    units = tf.shape(h0)[1]
-    before = tf.reshape(h_seq, [-1, units])[:-1]
+    before = _rows(h_seq)[:-1]
     if scale is not None:
-        before = tf.reshape(scale, [-1, units])[1:] * before
-    pairs = tf.matmul(before, tf.reshape(d, [-1, tf.shape(d)[-1]])[1:], transpose_a=True)
+        before = _rows(scale)[1:] * before
+    pairs = tf.matmul(before, _rows(d)[1:], transpose_a=True)
 
     def at_first_steps() -> tf.Tensor:
         first = None
@@ -239,6 +238,11 @@ def _recurrent_kernel_grad(
     return pairs + tf.cond(has_steps, at_first_steps, lambda: tf.zeros_like(pairs))
 
 
+def _rows(t: tf.Tensor) -> tf.Tensor:
+    """t (…, N) as the matrix of its rows, (rows, N): a reshape, no copy."""
+    return tf.reshape(t, [-1, tf.shape(t)[-1]])
+
+
 def _appended_ones(t: tf.Tensor) -> tf.Tensor:
     """t with a last column of ones: the matmul aᵀ·d of a weight gradient then also sums
     d's rows, a bias gradient, in the same pass over d (S2: 2.7 ms less than a second
@@ -250,17 +254,14 @@ def _appended_ones(t: tf.Tensor) -> tf.Tensor:
 def _weight_grad(a: tf.Tensor, d: tf.Tensor, sums: bool) -> tuple[tf.Tensor, tf.Tensor | None]:
     """aᵀ·d over all rows of a (…, K) and d (…, N): (K, N), and with sums (a's last column
     ones, see _appended_ones) also d's column sums (N,)."""
-    width = tf.shape(a)[-1]
-    product = tf.matmul(
-        tf.reshape(a, [-1, width]), tf.reshape(d, [-1, tf.shape(d)[-1]]), transpose_a=True
-    )
+    product = tf.matmul(_rows(a), _rows(d), transpose_a=True)
     return (product[:-1], product[-1]) if sums else (product, None)
 
 
 def _sum_rows(d: tf.Tensor) -> tf.Tensor:
     """Column sums of d (…, N) as ones·d: the matmul reads the rows about twice as fast as
     reduce_sum on the CPU (3.3 against 6.3 ms for S2's bias gradient)."""
-    flat = tf.reshape(d, [-1, tf.shape(d)[-1]])
+    flat = _rows(d)
     ones = tf.ones(tf.stack([1, tf.shape(flat)[0]]), flat.dtype)
     return tf.matmul(ones, flat)[0]
 

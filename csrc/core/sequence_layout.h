@@ -20,8 +20,8 @@ inline bool worth_threads(int64_t batch, int64_t units) {
 }
 
 // Forward calls of at most 16 rows × steps may read the weights row by row
-// (row_stream_product), into a (2, B, 3H) buffer the dispatcher provides; the kernel
-// decides which do (ForwardKernel::rows_streamable).
+// (row_stream_product), into a (2, B, product_row) buffer the dispatcher provides; the
+// kernel decides which do (ForwardKernel::rows_streamable).
 constexpr int64_t kStreamedRowSteps = 16;
 inline bool may_stream_rows(int64_t batch, int64_t time) {
   return batch * time <= kStreamedRowSteps;
